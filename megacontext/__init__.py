@@ -1,0 +1,45 @@
+"""megacontext: a compact PyTorch reference for MegaContext-style learned context focus.
+
+The public API (design §4) is what this module exports; the spec suite uses nothing else.
+"""
+
+from .config import MCConfig
+from .errors import (
+    AlignmentError,
+    BudgetError,
+    ConfigError,
+    ContiguityError,
+    CoverageError,
+    InputError,
+    InputTypeError,
+    InvariantError,
+    LevelError,
+    MegaContextError,
+    TailError,
+)
+from .legality import legal_actions
+from .lod_map import render_lod_map
+from .tree import MegaContextTree, mean_gist
+from .working_context import WorkingContext, append_tokens, build_working_context
+
+__all__ = [
+    "AlignmentError",
+    "BudgetError",
+    "ConfigError",
+    "ContiguityError",
+    "CoverageError",
+    "InputError",
+    "InputTypeError",
+    "InvariantError",
+    "LevelError",
+    "MCConfig",
+    "MegaContextError",
+    "MegaContextTree",
+    "TailError",
+    "WorkingContext",
+    "append_tokens",
+    "build_working_context",
+    "legal_actions",
+    "mean_gist",
+    "render_lod_map",
+]

@@ -1,0 +1,1 @@
+"""Executable specifications of megacontext (implementation-agnostic; public API only)."""
