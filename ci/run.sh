@@ -35,18 +35,34 @@ echo "== lint"
 python -m pip install --quiet -e ".[dev]"
 ruff check .
 
+REPORTS=$(mktemp -d)
 echo "== quickstart 2: ${QUICKSTART[1]}"
 start=$(date +%s)
-bash -euo pipefail -c "${QUICKSTART[1]}"
+PYTEST_ADDOPTS="--junitxml=$REPORTS/tests.xml" bash -euo pipefail -c "${QUICKSTART[1]}"
 echo "pytest -n auto took $(( $(date +%s) - start )) s"
 
 echo "== perf gates: pytest --benchmark-only"
 set +e
-pytest --benchmark-only -q
+pytest --benchmark-only -q --junitxml="$REPORTS/benchmarks.xml"
 rc=$?
 set -e
 if [ "$rc" -eq 5 ]; then
   echo "no benchmarks collected"
   rc=0
 fi
+
+# One closing line over both runs (the benchmark run alone shows the spec suite as skipped).
+python - "$REPORTS"/*.xml <<'PY'
+import sys
+import xml.etree.ElementTree as ET
+
+passed = failed = skipped = 0
+for path in sys.argv[1:]:
+    for suite in ET.parse(path).getroot().iter("testsuite"):
+        n, f, e, s = (int(suite.get(k, 0)) for k in ("tests", "failures", "errors", "skipped"))
+        passed += n - f - e - s
+        failed += f + e
+        skipped += s
+print(f"ci: {passed} passed, {failed} failed, {skipped} skipped")
+PY
 exit "$rc"
