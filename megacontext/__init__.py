@@ -19,6 +19,7 @@ from .errors import (
 )
 from .legality import legal_actions
 from .lod_map import render_lod_map
+from .tiny_gpt import LoRALinear, TinyGPT, TinyGPTConfig, TinyGPTOutput, lora_parameters
 from .tree import MegaContextTree, mean_gist
 from .working_context import WorkingContext, append_tokens, build_working_context
 
@@ -32,14 +33,19 @@ __all__ = [
     "InputTypeError",
     "InvariantError",
     "LevelError",
+    "LoRALinear",
     "MCConfig",
     "MegaContextError",
     "MegaContextTree",
     "TailError",
+    "TinyGPT",
+    "TinyGPTConfig",
+    "TinyGPTOutput",
     "WorkingContext",
     "append_tokens",
     "build_working_context",
     "legal_actions",
+    "lora_parameters",
     "mean_gist",
     "render_lod_map",
 ]
