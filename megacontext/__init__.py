@@ -17,6 +17,7 @@ from .errors import (
     MegaContextError,
     TailError,
 )
+from .kl import aggregate_kl, kl_barrier, kl_per_position, substitutability_loss
 from .legality import legal_actions
 from .lod_map import render_lod_map
 from .tiny_gpt import LoRALinear, TinyGPT, TinyGPTConfig, TinyGPTOutput, lora_parameters
@@ -42,10 +43,14 @@ __all__ = [
     "TinyGPTConfig",
     "TinyGPTOutput",
     "WorkingContext",
+    "aggregate_kl",
     "append_tokens",
     "build_working_context",
+    "kl_barrier",
+    "kl_per_position",
     "legal_actions",
     "lora_parameters",
     "mean_gist",
     "render_lod_map",
+    "substitutability_loss",
 ]
