@@ -19,12 +19,34 @@ from .errors import (
 )
 from .kl import aggregate_kl, kl_barrier, kl_per_position, substitutability_loss
 from .legality import legal_actions
+from .lens_loss import LensLoss, LensLossWeights, lens_loss
+from .lens_targets import lens_targets_from_best, lens_targets_from_utilities, variant_weights
 from .lod_map import render_lod_map
+from .supervision_telemetry import (
+    lens_telemetry,
+    pearson_corr,
+    score_histogram,
+    score_stats,
+    sign_agreement,
+    spearman_corr,
+)
 from .tiny_gpt import LoRALinear, TinyGPT, TinyGPTConfig, TinyGPTOutput, lora_parameters
 from .tree import MegaContextTree, mean_gist
 from .working_context import WorkingContext, append_tokens, build_working_context
 
 __all__ = [
+    "LensLoss",
+    "LensLossWeights",
+    "lens_loss",
+    "lens_targets_from_best",
+    "lens_targets_from_utilities",
+    "lens_telemetry",
+    "pearson_corr",
+    "score_histogram",
+    "score_stats",
+    "sign_agreement",
+    "spearman_corr",
+    "variant_weights",
     "AlignmentError",
     "BudgetError",
     "ConfigError",
