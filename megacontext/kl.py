@@ -10,6 +10,8 @@ Numerics (seed 003 records each trap):
   fp16 cannot hold an rmse epsilon of 1e-8 (it rounds to 0) and torch.quantile rejects bf16/fp16;
 - rmse has no epsilon at all: sqrt(mean(kl²)) is exactly 0 at zero KL, and its gradient there is
   defined as 0 (the subgradient of a norm at 0) instead of the 0/0 that autograd would produce;
+  it is evaluated as m·sqrt(mean((kl/m)²)) with m = max|kl|, so the squares of tiny or huge
+  KLs neither underflow nor overflow in float32 and mean <= rmse <= max holds as computed;
 - an empty selection (all-false mask, zero positions) aggregates to exactly 0 with a zero,
   NaN-free gradient for every aggregator;
 - p95 is linear interpolation between order statistics (torch.quantile's default): with the n
@@ -154,11 +156,16 @@ def _aggregate(kl: torch.Tensor, how: str) -> torch.Tensor:
     if how == "max":
         return kl.amax()  # ties share the gradient
     if how == "rmse":
-        mean_sq = kl.square().mean()
-        nonzero = mean_sq > 0
-        # sqrt'(0) is inf and inf·0 is NaN in the backward; at exactly 0 take the 0 branch,
-        # which has zero gradient, and keep the sqrt branch away from 0.
-        return torch.where(nonzero, torch.where(nonzero, mean_sq, 1.0).sqrt(), 0.0)
+        # m·sqrt(mean((kl/m)²)) with m = max|kl| (a constant: the expression is homogeneous,
+        # so the gradient is exact) keeps the squares from underflowing (1e-30² is 0 in
+        # float32) or overflowing, and keeps the sqrt argument >= 1/n, away from sqrt'(0).
+        scale = kl.detach().abs().amax()
+        nonzero = scale > 0
+        scale = torch.where(nonzero, scale, 1.0)
+        mean_sq = (kl / scale).square().mean()
+        # All zeros: take the 0 branch; the sqrt branch sees 1, not 0, so its backward
+        # is not the inf·0 = NaN that the naive sqrt(mean(kl²)) gives at zero KL.
+        return torch.where(nonzero, scale * torch.where(nonzero, mean_sq, 1.0).sqrt(), 0.0)
     if how == "p95":
         v = kl.sort().values
         lo, rem = divmod(19 * (n - 1), 20)  # h = 0.95·(n-1) = lo + rem/20, exactly

@@ -136,3 +136,166 @@ def scores_for(n: int, kind: str | None = None) -> st.SearchStrategy[torch.Tenso
     return st.lists(elem, min_size=n, max_size=n).map(
         lambda xs: torch.tensor(np.asarray(xs, dtype=np.float32))
     )
+
+
+# --- KL substitutability and barrier (design §7) -------------------------------------------
+
+KL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+
+@st.composite
+def log_prob_pairs(draw, dtypes=KL_DTYPES, max_batch: int = 2, max_positions: int = 6,
+                   max_vocab: int = 8):
+    """(logp_student, logp_ref, mask, seed): log_softmax of seeded random logits rounded to a
+    drawn dtype, shape [B, T, V] (T may be 0); ref is the student moved by a drawn amount
+    (0 = identical); mask [B, T] bool is all-true, all-false or random."""
+    dtype = draw(st.sampled_from(dtypes))
+    B, T = draw(st.integers(1, max_batch)), draw(st.integers(0, max_positions))
+    V = draw(st.integers(1, max_vocab))
+    scale = draw(st.sampled_from([0.3, 1.0, 4.0]))  # near-uniform .. peaked
+    shift = draw(st.sampled_from([0.0, 0.05, 1.0, 3.0]))  # how far ref is from the student
+    seed = draw(st.integers(0, 2**16))
+    g = torch.Generator().manual_seed(seed)
+    logits = scale * torch.randn(B, T, V, generator=g)
+    student = logits.log_softmax(-1).to(dtype)
+    ref = (logits + shift * torch.randn(B, T, V, generator=g)).log_softmax(-1).to(dtype)
+    kind = draw(st.sampled_from(["all", "none", "random"]))
+    if kind == "random":
+        mask = torch.rand(B, T, generator=g) < 0.5
+    else:
+        mask = torch.full((B, T), kind == "all")
+    return student, ref, mask, seed
+
+
+def kl_values(min_size: int = 0, max_size: int = 40) -> st.SearchStrategy[torch.Tensor]:
+    """Non-negative float32 per-position KLs [n]: ties, zeros, tiny and large values."""
+    elem = st.one_of(st.floats(0, 50, width=32), st.sampled_from([0.0, 1e-30, 0.5, 8.0]))
+    return st.lists(elem, min_size=min_size, max_size=max_size).map(
+        lambda xs: torch.tensor(np.asarray(xs, dtype=np.float32))
+    )
+
+
+# --- lens supervision (design §6) ----------------------------------------------------------
+
+NAN = float("nan")
+
+
+def reference_group_ids(cfg, T: int, entries) -> list[int]:
+    """Sibling group of each entry by a direct scan (design §3), -1 where none; independent of
+    the implementation's legal_actions."""
+    K, gid, g, i = cfg.block_size, [-1] * len(entries), 0, 0
+    while i + K <= len(entries):
+        lod, start = entries[i]
+        parent = span(cfg, lod + 1)
+        if (lod < cfg.max_lod and start % parent == 0
+                and all(e[0] == lod for e in entries[i:i + K])
+                and start + parent <= tail_start(cfg, T)):
+            gid[i:i + K] = [g] * K
+            g, i = g + 1, i + K
+        else:
+            i += 1
+    return gid
+
+
+def _f32(xs) -> torch.Tensor:
+    return torch.tensor(np.asarray(xs, dtype=np.float32))
+
+
+def utility_values() -> st.SearchStrategy[float]:
+    """One ΔNLL utility in nats: NaN (not measured), ties, zeros, spread values."""
+    return st.one_of(st.just(NAN), st.sampled_from([0.0, 0.25, 1.0, 3.0]),
+                     st.floats(-1, 4, width=32))
+
+
+@st.composite
+def utility_cases(draw, cfg_strategy=None):
+    """(cfg, T, wc, expand_gain, collapse_loss, price) for lens_targets_from_utilities.
+
+    expand_gain is drawn per entry (LOD0 entries too: those values must be ignored).
+    collapse_loss holds one value per sibling group (or NaN), carried by a random non-empty
+    subset of its members (the rest NaN: the implementation must broadcast), and random values
+    on entries in no group (illegal collapses: must be ignored)."""
+    cfg, T, wc = draw(cases(cfg_strategy))
+    entries, n = entries_of(wc), len(wc)
+    gid = reference_group_ids(cfg, T, entries)
+    gain = [draw(utility_values()) for _ in range(n)]
+    loss = [NAN] * n
+    for g in range(max(gid, default=-1) + 1):
+        members = [i for i in range(n) if gid[i] == g]
+        value = draw(utility_values())
+        carriers = draw(st.lists(st.sampled_from(members), min_size=1, unique=True))
+        for i in carriers:
+            loss[i] = value
+    for i in range(n):
+        if gid[i] < 0:
+            loss[i] = draw(utility_values())
+    price = draw(st.sampled_from([0.0, 0.01, 0.1, 0.5]))
+    return cfg, T, wc, _f32(gain), _f32(loss), price
+
+
+@st.composite
+def variant_pairs(draw, cfg_strategy=None):
+    """(cfg, T, wc, best_wc, delta_loss): two independent valid WCs for the same history, each
+    possibly with a few oldest entries evicted (so spans can be partly evicted in best)."""
+    cfg, T, wc = draw(cases(cfg_strategy))
+    best = draw(working_contexts(cfg, T))
+
+    def evict(w):
+        k = draw(st.integers(0, max(min(3, len(w) - 1), 0)))
+        return make_wc(entries_of(w)[k:], w.residency.tolist()[k:])
+
+    delta = draw(st.one_of(st.sampled_from([0.0, 0.3, -0.3, 2.0]), st.floats(-5, 5)))
+    return cfg, T, evict(wc), evict(best), delta
+
+
+def target_values() -> st.SearchStrategy[float]:
+    """One lens target: zeros, ties (the best-variant kind), spread utilities."""
+    return st.one_of(st.sampled_from([0.0, 0.5, -0.5, 0.7615942, -0.7615942]),
+                     st.floats(-3, 3, width=32).filter(lambda x: x == 0 or abs(x) > 1e-3))
+
+
+@st.composite
+def loss_cases(draw, cfg_strategy=None, mask_kind: str | None = None):
+    """(cfg, T, wc, scores, targets, mask) for lens_loss: float32 scores in [-1, 1], targets
+    NaN wherever the mask is off (allowed: "not measured"), mask random/all/none."""
+    cfg, T, wc = draw(cases(cfg_strategy, min_T=1))
+    n = len(wc)
+    scores = draw(scores_for(n))
+    kind = mask_kind or draw(st.sampled_from(["random", "random", "all", "none"]))
+    if kind == "random":
+        mask = draw(st.lists(st.booleans(), min_size=n, max_size=n))
+    else:
+        mask = [kind == "all"] * n
+    t = [draw(target_values()) if m else NAN for m in mask]
+    return cfg, T, wc, scores, _f32(t), torch.tensor(mask, dtype=torch.bool)
+
+
+def variant_losses() -> st.SearchStrategy[torch.Tensor]:
+    """Per-variant losses [V] (nats): ties, spread values, V from 1 to 12."""
+    elem = st.one_of(st.sampled_from([0.5, 1.0, 2.5]), st.floats(0, 20, width=32))
+    return st.lists(elem, min_size=1, max_size=12).map(_f32)
+
+
+# --- lens-gated attention (seed 004) ---------------------------------------------------------
+
+
+@st.composite
+def lens_gated_configs(draw, **fixed):
+    """Small LensGatedConfigs (at most 3 heads of 2-8 features) with every mechanism switch
+    drawn; keyword arguments pin fields (e.g. reciprocity=True)."""
+    n_head = draw(st.integers(1, 3))
+    kwargs = dict(
+        n_embd=n_head * draw(st.sampled_from([2, 4, 8])),
+        n_head=n_head,
+        mlp_ratio=draw(st.sampled_from([1.0, 2.0, 4.0])),
+        bias=draw(st.booleans()),
+        reciprocity=draw(st.booleans()),
+        discoverability=draw(st.booleans()),
+        route_gate=draw(st.booleans()),
+        route_bias_init=draw(st.sampled_from([-1.0, 0.0, 0.8])),
+        context=draw(st.sampled_from(["off", "low_rank", "full_rank"])),
+        context_rank=draw(st.integers(1, 4)),
+        context_alpha=draw(st.sampled_from([0.0, 0.1, 0.5, 1.0])),
+    )
+    kwargs.update(fixed)
+    return mc.LensGatedConfig(**kwargs)
