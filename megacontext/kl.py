@@ -140,9 +140,14 @@ def _kl_rows(logp_p: torch.Tensor, logp_q: torch.Tensor) -> torch.Tensor:
     lq = F.log_softmax(logp_q.float(), dim=-1)
     p = lp.exp()
     support = p > 0
+    # q = 0 where p > 0: the KL is +inf. Build that value outside the graph so the backward
+    # of every other row (and of this one, masked out later) never meets 0·inf = NaN.
+    infinite = (support & (lq == float("-inf"))).any(dim=-1)  # [...]
+    finite_terms = support & (lq > float("-inf"))
     # 0·log 0 = 0; substitute zeros before the product so no 0·(-inf) reaches the backward.
-    diff = torch.where(support, lp, 0.0) - torch.where(support, lq, 0.0)
-    return (p * diff).sum(dim=-1)
+    diff = torch.where(finite_terms, lp, 0.0) - torch.where(finite_terms, lq, 0.0)
+    kl = (p * diff).sum(dim=-1)
+    return torch.where(infinite, float("inf"), kl)
 
 
 def _aggregate(kl: torch.Tensor, how: str) -> torch.Tensor:
