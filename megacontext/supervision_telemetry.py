@@ -54,8 +54,8 @@ def _finish(values: list[float], batched: bool) -> torch.Tensor:
 def _pearson_1d(x: torch.Tensor, y: torch.Tensor) -> float:
     ok = torch.isfinite(x) & torch.isfinite(y)
     x, y = x[ok], y[ok]
-    if x.shape[0] < 2:
-        return math.nan
+    if x.shape[0] < 2 or x.max() == x.min() or y.max() == y.min():
+        return math.nan  # a constant side has no correlation (and its mean may not be exact)
     xc, yc = x - x.mean(), y - y.mean()
     denom = math.sqrt(float((xc * xc).sum()) * float((yc * yc).sum()))
     if denom == 0.0:

@@ -201,6 +201,27 @@ def _f32(xs) -> torch.Tensor:
     return torch.tensor(np.asarray(xs, dtype=np.float32))
 
 
+@st.composite
+def rich_cases(draw):
+    """(cfg, T, wc) with plenty to supervise: K <= 4, a short tail, a history of at least one
+    top-level span and a budget with room above the coarsest tiling, so gists, sibling groups
+    at every level, the tail and partial blocks all occur (no eviction)."""
+    K, max_lod = draw(st.integers(2, 4)), draw(st.integers(1, 3))
+    recent, top = draw(st.integers(0, 2 * K)), K**max_lod
+    T = draw(st.integers(top, 3 * top + 2 * K + 3))
+    probe = mc.MCConfig(block_size=K, max_lod=max_lod, recent_tokens=recent,
+                        budget=max(T, recent) + 1)
+    coarse = len(coarsest_tiling(probe, T))
+    budget = draw(st.integers(max(coarse, recent, 1), max(coarse, recent) + 8 * K))
+    cfg = mc.MCConfig(block_size=K, max_lod=max_lod, recent_tokens=recent, budget=budget)
+    return cfg, T, draw(working_contexts(cfg, T))
+
+
+def supervision_cases() -> st.SearchStrategy:
+    """rich_cases mostly, any case (empty, evicted, all-LOD0 WCs) sometimes."""
+    return st.one_of(rich_cases(), rich_cases(), cases())
+
+
 def utility_values() -> st.SearchStrategy[float]:
     """One ΔNLL utility in nats: NaN (not measured), ties, zeros, spread values."""
     return st.one_of(st.just(NAN), st.sampled_from([0.0, 0.25, 1.0, 3.0]),
@@ -208,14 +229,14 @@ def utility_values() -> st.SearchStrategy[float]:
 
 
 @st.composite
-def utility_cases(draw, cfg_strategy=None):
+def utility_cases(draw, case_strategy=None):
     """(cfg, T, wc, expand_gain, collapse_loss, price) for lens_targets_from_utilities.
 
     expand_gain is drawn per entry (LOD0 entries too: those values must be ignored).
     collapse_loss holds one value per sibling group (or NaN), carried by a random non-empty
     subset of its members (the rest NaN: the implementation must broadcast), and random values
     on entries in no group (illegal collapses: must be ignored)."""
-    cfg, T, wc = draw(cases(cfg_strategy))
+    cfg, T, wc = draw(case_strategy or supervision_cases())
     entries, n = entries_of(wc), len(wc)
     gid = reference_group_ids(cfg, T, entries)
     gain = [draw(utility_values()) for _ in range(n)]
@@ -234,18 +255,38 @@ def utility_cases(draw, cfg_strategy=None):
 
 
 @st.composite
-def variant_pairs(draw, cfg_strategy=None):
-    """(cfg, T, wc, best_wc, delta_loss): two independent valid WCs for the same history, each
-    possibly with a few oldest entries evicted (so spans can be partly evicted in best)."""
-    cfg, T, wc = draw(cases(cfg_strategy))
-    best = draw(working_contexts(cfg, T))
+def variant_pairs(draw, case_strategy=None):
+    """(cfg, T, wc, best_wc, delta_loss): two valid WCs for the same history. best is either
+    an independent random WC or wc after a few random legal edits (expanding gists, collapsing
+    sibling groups), so both finer and coarser regions occur; either WC may have a few oldest
+    entries evicted (so spans can be partly evicted in best)."""
+    cfg, T, wc = draw(case_strategy or supervision_cases())
+    K = cfg.block_size
+    if draw(st.sampled_from(["independent", "edited", "edited"])) == "independent":
+        best = entries_of(draw(working_contexts(cfg, T)))
+    else:
+        best = entries_of(wc)
+        for _ in range(draw(st.integers(1, 4))):
+            gid = reference_group_ids(cfg, T, best)
+            heads = [i for i in range(len(best))
+                     if gid[i] >= 0 and (i == 0 or gid[i - 1] != gid[i])]
+            gists = [i for i, (lod, _) in enumerate(best) if lod > 0]
+            moves = [("collapse", h) for h in heads] + [("expand", g) for g in gists]
+            if not moves:
+                break
+            kind, i = draw(st.sampled_from(moves))
+            if kind == "expand":
+                best = expand(best, i, cfg)
+            else:
+                lod, start = best[i]
+                best = best[:i] + [(lod + 1, start)] + best[i + K:]
 
-    def evict(w):
-        k = draw(st.integers(0, max(min(3, len(w) - 1), 0)))
-        return make_wc(entries_of(w)[k:], w.residency.tolist()[k:])
+    def evict(entries):
+        k = min(draw(st.sampled_from([0, 0, 0, 1, 3])), max(len(entries) - 1, 0))
+        return make_wc(entries[k:])
 
     delta = draw(st.one_of(st.sampled_from([0.0, 0.3, -0.3, 2.0]), st.floats(-5, 5)))
-    return cfg, T, evict(wc), evict(best), delta
+    return cfg, T, evict(entries_of(wc)), evict(best), delta
 
 
 def target_values() -> st.SearchStrategy[float]:
@@ -255,10 +296,10 @@ def target_values() -> st.SearchStrategy[float]:
 
 
 @st.composite
-def loss_cases(draw, cfg_strategy=None, mask_kind: str | None = None):
+def loss_cases(draw, case_strategy=None, mask_kind: str | None = None):
     """(cfg, T, wc, scores, targets, mask) for lens_loss: float32 scores in [-1, 1], targets
     NaN wherever the mask is off (allowed: "not measured"), mask random/all/none."""
-    cfg, T, wc = draw(cases(cfg_strategy, min_T=1))
+    cfg, T, wc = draw((case_strategy or supervision_cases()).filter(lambda c: c[1] > 0))
     n = len(wc)
     scores = draw(scores_for(n))
     kind = mask_kind or draw(st.sampled_from(["random", "random", "all", "none"]))
@@ -299,3 +340,121 @@ def lens_gated_configs(draw, **fixed):
     )
     kwargs.update(fixed)
     return mc.LensGatedConfig(**kwargs)
+
+
+@st.composite
+def telemetry_batches(draw, max_batch: int = 4, max_n: int = 12):
+    """(scores [B, N] float32 finite, targets [B, N] float32 with some NaN = not measured,
+    mask [B, N] bool): ties, zeros, constant rows and empty rows all occur."""
+    B, n = draw(st.integers(1, max_batch)), draw(st.integers(0, max_n))
+    val = st.one_of(st.sampled_from([0.0, 0.5, -0.5, 1.0]), st.floats(-3, 3, width=32))
+    scores = draw(st.lists(val, min_size=B * n, max_size=B * n))
+    targets = draw(st.lists(st.one_of(val, st.just(NAN)), min_size=B * n, max_size=B * n))
+    mask = draw(st.lists(st.booleans(), min_size=B * n, max_size=B * n))
+    return (_f32(scores).reshape(B, n), _f32(targets).reshape(B, n),
+            torch.tensor(mask, dtype=torch.bool).reshape(B, n))
+
+
+# --- models: LensNet, GistNet, TinyGPT ---------------------------------------------------------
+
+
+@st.composite
+def lens_batches(draw, d_in: int, max_batch: int = 3, max_entries: int = 20):
+    """(x [B, N, d_in], features [B, N, 3], lengths [B]) float32: sample b has lengths[b] real
+    entries (0 allowed) followed by padding. Values come from a drawn torch seed (cheap)."""
+    B = draw(st.integers(1, max_batch))
+    lengths = draw(st.lists(st.integers(0, max_entries), min_size=B, max_size=B))
+    N = max(lengths)
+    g = torch.Generator().manual_seed(draw(st.integers(0, 2**31 - 1)))
+    x = torch.randn(B, N, d_in, generator=g) * draw(st.sampled_from([0.1, 1.0, 10.0]))
+    lods = torch.randint(0, 3, (B, N), generator=g).float()
+    distance = torch.rand(B, N, generator=g) * 12.0
+    features = torch.stack([lods, lods * 1.3862944, distance], dim=-1)  # ln 4 = 1.386...
+    return x, features, lengths
+
+
+def position_shifts() -> st.SearchStrategy[float]:
+    """A constant added to every RoPE position: integer or fractional, small to ~1e6."""
+    return st.one_of(st.integers(-1000, 10**6), st.sampled_from([0.5, 16.5, 12345.25, 999_999.5]))
+
+
+# --- focus allocator (design §5) -------------------------------------------------------------
+
+
+def focus_scores(n: int) -> st.SearchStrategy[torch.Tensor]:
+    """float32 scores[n] for focus_step: any, ties, quiet, or saturated ±1 (every gist wants
+    to expand and every group to collapse: the adversarial field)."""
+    signs = st.lists(st.sampled_from([-1.0, 1.0]), min_size=n, max_size=n).map(
+        lambda xs: torch.tensor(np.asarray(xs, dtype=np.float32)))
+    return st.one_of(scores_for(n), scores_for(n, "ties"), scores_for(n, "quiet"), signs)
+
+
+@st.composite
+def focus_cases(draw, cfg_strategy=None, grow: bool = True):
+    """(cfg, T, wc, scores): a valid WC, with probability 1/2 grown past its budget by
+    `append_tokens` (forced collapses, cascades and eviction), and scores of every kind."""
+    cfg, T, wc = draw(cases(cfg_strategy))
+    if grow and draw(st.booleans()):
+        n = draw(st.integers(1, 3 * cfg.block_size))
+        wc, T = mc.append_tokens(wc, T, n, cfg), T + n
+    return cfg, T, wc, draw(focus_scores(len(wc)))
+
+
+def find_entry(entries, start: int) -> int:
+    """Index of the entry starting at `start`, -1 if none (entries are sorted by start)."""
+    for i, (_, s) in enumerate(entries):
+        if s == start:
+            return i
+    return -1
+
+
+def replay_focus(cfg, T: int, wc, actions):
+    """Apply focus_step's `actions` to the input WC one at a time, checking each is legal.
+
+    Independent of the implementation (design §3, §5): an expand names a present gist; a
+    collapse names K consecutive present entries of one level < max_lod forming a whole
+    aligned sibling group whose parent span is complete and outside the protected tail; an
+    evict names the oldest entry, only while N > budget and no legal group is left. Returns
+    `(entries, origin, records)`: the final `[(lod, start)]`, for each final entry the input
+    index it came from unchanged (None: created by an action), and per action a dict with
+    `forced` (N > budget before it) and `acted_on` (input indices, None for created entries).
+    """
+    K = cfg.block_size
+    entries, origin = entries_of(wc), list(range(len(wc)))
+    records = []
+    for a_i, action in enumerate(actions):
+        where = f"action {a_i} {action!r} of {list(actions)!r}\nstate={entries}\n" \
+                f"{describe(cfg, T, wc)}"
+        kind, lod, start = action
+        assert kind in ("expand", "collapse", "evict"), f"unknown kind: {where}"
+        assert type(lod) is int and type(start) is int, f"lod/start must be plain ints: {where}"
+        forced = len(entries) > cfg.budget
+        i = find_entry(entries, start)
+        assert i >= 0 and entries[i][0] == lod, f"acts on an entry not in the WC: {where}"
+        if kind == "expand":
+            assert lod > 0, f"an LOD0 entry cannot expand: {where}"
+            acted = [origin[i]]
+            kids = expand(entries, i, cfg)[i:i + K]
+            entries[i:i + 1], origin[i:i + 1] = kids, [None] * K
+        elif kind == "collapse":
+            assert lod < cfg.max_lod, f"an LOD-max entry cannot collapse: {where}"
+            parent = span(cfg, lod + 1)
+            assert start % parent == 0, f"collapse not aligned to its parent span: {where}"
+            assert start + parent <= tail_start(cfg, T), (
+                f"collapse of a partial or protected span (tail starts at "
+                f"{tail_start(cfg, T)}): {where}")
+            group = entries[i:i + K]
+            assert len(group) == K and all(e[0] == lod for e in group), (
+                f"collapse of something other than K siblings of one level: {where}")
+            acted = origin[i:i + K]
+            entries[i:i + K], origin[i:i + K] = [(lod + 1, start)], [None]
+        else:
+            assert forced, f"eviction while the WC fits the budget: {where}"
+            assert i == 0, f"evicts an entry other than the oldest: {where}"
+            assert max(reference_group_ids(cfg, T, entries), default=-1) < 0, (
+                f"evicts while a legal group could still be collapsed: {where}")
+            acted = [origin[0]]
+            del entries[0], origin[0]
+        records.append({"kind": kind, "lod": lod, "start": start, "forced": forced,
+                        "acted_on": acted})
+    return entries, origin, records

@@ -1,0 +1,272 @@
+"""Golden vectors for lens supervision (design §6): how they are made and written.
+
+    python -m megacontext.lens_vectors            # print the document
+    python -m megacontext.lens_vectors --write    # rewrite golden/vectors/lens_supervision.json
+
+The file is language-neutral: a port checks itself against it without Python. Every case names
+the public function, its config, working context(s) and inputs, and the expected outputs that
+this reference produced. Inputs are float32-representable numbers; expected outputs are
+computed by the reference in float64 from those inputs, so a float32 port meets the stated
+tolerance. `null` in a float array is NaN ("not measured", or garbage where the mask is off).
+Regenerate only on purpose, and explain the diff in the commit (spec/test_lens_vectors.py
+checks the reference against the committed file; tests/test_lens_vectors.py checks that this
+script still reproduces it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .config import MCConfig
+from .lens_loss import LensLossWeights, lens_loss
+from .lens_targets import lens_targets_from_best, lens_targets_from_utilities, variant_weights
+from .working_context import WorkingContext
+
+PATH = Path(__file__).resolve().parents[1] / "golden" / "vectors" / "lens_supervision.json"
+TOLERANCE = {"rtol": 1e-5, "atol": 1e-6}
+NAN = math.nan
+
+
+def f32(xs) -> list[float | None]:
+    """Round to float32 (so a float32 port sees the same inputs) and write NaN as null."""
+    return [None if math.isnan(x) else float(np.float32(x)) for x in xs]
+
+
+def out(t: torch.Tensor) -> list[float | None] | float:
+    vals = t.detach().double()
+    if vals.ndim == 0:
+        return float(vals)
+    return [None if math.isnan(x) else x for x in vals.tolist()]
+
+
+def tensor(xs) -> torch.Tensor:
+    """float64 tensor of a JSON float array (null -> NaN)."""
+    return torch.tensor([NAN if x is None else x for x in xs], dtype=torch.float64)
+
+
+def wc_of(entries) -> WorkingContext:
+    return WorkingContext.from_numpy([e[0] for e in entries], [e[1] for e in entries])
+
+
+def wc_json(entries) -> dict:
+    return {"lods": [e[0] for e in entries], "starts": [e[1] for e in entries]}
+
+
+def cfg_json(cfg: MCConfig) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+# --- the scenarios --------------------------------------------------------------------------
+
+CFG_A = MCConfig(block_size=4, max_lod=2, budget=64, recent_tokens=6)
+T_A = 37
+# LOD1 gists 0..16 (group 0 = entries 0..3; entry 4 alone), LOD0 20..36 (groups 1, 2 =
+# entries 5..12; the block [28, 32) touches the tail [31, 37); 36 is a partial block).
+WC_A = [(1, 0), (1, 4), (1, 8), (1, 12), (1, 16)] + [(0, t) for t in range(20, 37)]
+
+CFG_B = MCConfig(block_size=4, max_lod=2, budget=64, recent_tokens=4)
+T_B = 68
+WC_B = ([(2, 0)] + [(1, s) for s in (16, 20, 24, 28)] + [(1, s) for s in (32, 36, 40)]
+        + [(0, t) for t in range(44, 68)])
+BEST_B = [(1, 4), (1, 8), (1, 12), (2, 16), (2, 32)] + [(0, t) for t in range(48, 68)]
+
+
+def utility_case(name, description, cfg, T, entries, gain, loss, price):
+    case = {
+        "name": name, "description": description, "function": "lens_targets_from_utilities",
+        "cfg": cfg_json(cfg), "T": T, "wc": wc_json(entries),
+        "inputs": {"expand_gain": f32(gain), "collapse_loss": f32(loss), "price": price},
+    }
+    inp = case["inputs"]
+    try:
+        t, m = lens_targets_from_utilities(wc_of(entries), tensor(inp["expand_gain"]),
+                                           tensor(inp["collapse_loss"]), T, cfg, price)
+        case["expected"] = {"targets": out(t), "mask": m.tolist()}
+    except (ValueError, TypeError) as err:
+        case["expected"] = {"error": "ValueError" if isinstance(err, ValueError) else "TypeError"}
+    return case
+
+
+def best_case(name, description, cfg, T, entries, best, delta):
+    t, m = lens_targets_from_best(wc_of(entries), wc_of(best), delta, T, cfg)
+    return {
+        "name": name, "description": description, "function": "lens_targets_from_best",
+        "cfg": cfg_json(cfg), "T": T, "wc": wc_json(entries),
+        "inputs": {"best_wc": wc_json(best), "delta_loss": delta},
+        "expected": {"targets": out(t), "mask": m.tolist()},
+    }
+
+
+def loss_case(name, description, cfg, T, entries, scores, targets, mask, weights):
+    case = {
+        "name": name, "description": description, "function": "lens_loss",
+        "cfg": cfg_json(cfg), "T": T, "wc": wc_json(entries),
+        "inputs": {"scores": f32(scores), "targets": f32(targets), "mask": list(mask),
+                   "weights": dataclasses.asdict(weights)},
+    }
+    inp = case["inputs"]
+    s = tensor(inp["scores"]).requires_grad_(True)
+    res = lens_loss(s, tensor(inp["targets"]), torch.tensor(mask), wc_of(entries), cfg, weights)
+    res.total.backward()
+    case["expected"] = {k: out(v) for k, v in res._asdict().items()}
+    case["expected"]["grad_total"] = out(s.grad)
+    return case
+
+
+def weights_case(name, description, losses, baseline):
+    w = variant_weights(tensor(f32(losses)), baseline)
+    return {
+        "name": name, "description": description, "function": "variant_weights",
+        "inputs": {"losses": f32(losses), "baseline_loss": baseline},
+        "expected": {"weights": out(w)},
+    }
+
+
+def build_cases() -> list[dict]:
+    n_a = len(WC_A)
+    cases = []
+
+    gain, loss = [NAN] * n_a, [NAN] * n_a
+    gain[0], loss[2], gain[4], loss[4], gain[5], loss[7], loss[14] = 1.0, 0.1, 0.2, 0.0, 5.0, \
+        0.5, 0.0
+    cases.append(utility_case(
+        "utilities_mixed", "expand (entry 0), a collapse loss on one member broadcast to its "
+        "group (0..3), a measured expand not worth its slots (4: target 0, mask set), ignored "
+        "illegal values (expand on LOD0 entry 5, collapse on lone gist 4 and on tail-touching "
+        "entry 14), a collapse not worth it (group 1: target 0, mask set)",
+        CFG_A, T_A, WC_A, gain, loss, 0.1))
+    cases.append(utility_case(
+        "utilities_all_nan", "nothing measured: empty mask, targets all 0",
+        CFG_A, T_A, WC_A, [NAN] * n_a, [NAN] * n_a, 0.1))
+    gain, loss = [NAN] * n_a, [NAN] * n_a
+    gain[1], loss[3] = 0.4, 0.05
+    for i in range(5, 9):
+        loss[i] = 0.0
+    cases.append(utility_case(
+        "utilities_price_zero", "price 0: every measured gain is a positive term, every "
+        "measured collapse loss > 0 gives no collapse term (target 0 where only it is measured)",
+        CFG_A, T_A, WC_A, gain, loss, 0.0))
+    gain = [2.0, -1.0] + [NAN] * 2 + [0.5] + [NAN] * 6 + [0.0] + [NAN] * (n_a - 12)
+    loss = [NAN] * n_a
+    loss[9], loss[10] = 0.25, 0.25
+    cases.append(utility_case(
+        "utilities_group_carried_twice", "two members of group 2 carry the same collapse loss "
+        "(allowed); negative and zero gains", CFG_A, T_A, WC_A, gain, loss, 0.05))
+    loss = [NAN] * n_a
+    loss[0], loss[2] = 0.1, 0.2
+    cases.append(utility_case(
+        "utilities_error_disagreeing_group", "two members of group 0 carry different collapse "
+        "losses: a ValueError (InputError), nothing is averaged silently",
+        CFG_A, T_A, WC_A, [NAN] * n_a, loss, 0.1))
+
+    cases.append(best_case(
+        "best_mixed", "best expands the LOD2 gist at 0 (finer, its first block evicted in best: "
+        "evicted tokens carry no evidence), collapses group 16..28 (coarser: all four), covers "
+        "32..47 with one LOD2 gist (LOD1 32, 36, 40 have no legal group: masked; the LOD0 group "
+        "44..47 is labelled); delta_loss negative (its sign is ignored)",
+        CFG_B, T_B, WC_B, BEST_B, -0.5))
+    cases.append(best_case("best_identical", "identical variant: empty mask",
+                           CFG_B, T_B, WC_B, WC_B, 1.0))
+    cases.append(best_case(
+        "best_reverse", "the same pair with roles swapped: LOD2 16 and 32 are finer in best "
+        "(+); LOD1 4, 8, 12 are coarser in best but their group lost its first member to "
+        "eviction, so no legal collapse: masked", CFG_B, T_B, BEST_B, WC_B, 2.0))
+
+    g = torch.Generator().manual_seed(4)
+    scores = (torch.rand(n_a, generator=g) * 2 - 1).tolist()
+    targets = (torch.randn(n_a, generator=g) * 0.8).tolist()
+    mask = (torch.rand(n_a, generator=g) < 0.7).tolist()
+    targets = [t if m else NAN for t, m in zip(targets, mask, strict=True)]
+    cases.append(loss_case(
+        "loss_default_weights", "seeded random scores and targets, NaN targets where the mask "
+        "is off (they get exactly zero gradient)", CFG_A, T_A, WC_A, scores, targets, mask,
+        LensLossWeights()))
+    cases.append(loss_case(
+        "loss_empty_mask", "empty mask: every term exactly 0, zero gradient",
+        CFG_A, T_A, WC_A, scores, [NAN] * n_a, [False] * n_a, LensLossWeights()))
+    m = math.tanh(0.5)
+    n_b = len(WC_B)
+    tb, _ = lens_targets_from_best(wc_of(WC_B), wc_of(BEST_B), 0.5, T_B, CFG_B)
+    mb = [bool(x != 0) for x in tb.tolist()]
+    sb = [0.3 * math.sin(3 * i) for i in range(n_b)]
+    cases.append(loss_case(
+        "loss_best_variant_ties", f"best-variant targets (two values, ±tanh(0.5) = ±{m:.4f}: "
+        "runs of ties for the rank pairs), collapse_weight 2, margin 0.2, temperature 0.25",
+        CFG_B, T_B, WC_B, sb, [t if k else NAN for t, k in zip(tb.tolist(), mb, strict=True)],
+        mb, LensLossWeights(collapse_weight=2.0, margin=0.2, temperature=0.25)))
+    cases.append(loss_case(
+        "loss_rank_only_misordered", "rank term alone on targets [2, 1, 1, 0, -1] with "
+        "scores in reverse order", CFG_A, T_A, WC_A,
+        [-0.5, 0.0, 0.1, 0.4, 0.9] + [0.0] * (n_a - 5),
+        [2.0, 1.0, 1.0, 0.0, -1.0] + [NAN] * (n_a - 5), [True] * 5 + [False] * (n_a - 5),
+        LensLossWeights(reg=0.0, pref=0.0, rank=1.0, budget=0.0, margin=0.1)))
+    bal = [0.0] * n_a
+    bal[4] = 0.6  # lone LOD1 gist: asks for 3 slots
+    for i in range(5, 9):
+        bal[i] = -0.6  # group 1 (LOD0): frees 3 slots shared by 4 members
+    cases.append(loss_case(
+        "loss_budget_balanced", "budget alone: one gist at +0.6 and one group of four at "
+        "-0.6 balance exactly (P = Q = 1.8), budget ~0", CFG_A, T_A, WC_A, bal, [0.0] * n_a,
+        [True] * n_a, LensLossWeights(reg=0.0, pref=0.0, rank=0.0, budget=1.0)))
+    cases.append(loss_case(
+        "loss_scaled_targets", "target_scale 2 and large utilities (regression pulls toward "
+        "tanh(t/2)), temperature 2", CFG_A, T_A, WC_A, scores,
+        [3.0 * t if k else NAN for t, k in zip(targets, mask, strict=True)], mask,
+        LensLossWeights(target_scale=2.0, temperature=2.0, rank=0.0)))
+
+    cases.append(weights_case("variant_weights_default", "baseline = the worst variant's loss",
+                              [1.0, 2.0, 1.5, 2.0, 0.25], None))
+    cases.append(weights_case("variant_weights_baseline", "an explicit baseline (e.g. the "
+                              "recency WC's loss): variants worse than it weigh 1",
+                              [1.0, 2.0, 1.5, 0.25], 1.75))
+    return cases
+
+
+def build_document() -> dict:
+    return {
+        "format": "megacontext lens supervision golden vectors, version 1",
+        "produced_by": "python -m megacontext.lens_vectors --write (megacontext/lens_vectors.py)",
+        "design": "design.md §6 (lens supervision); §3 (sibling groups, legality)",
+        "conventions": {
+            "null": "NaN in a float array",
+            "wc": "a working context as parallel arrays lods, starts (residency 0)",
+            "cfg": "MCConfig fields; weights: LensLossWeights fields",
+            "inputs": "float32-representable; run a port in float32 (or wider)",
+            "expected": "computed by the reference in float64; lens_loss: the five terms "
+                        "(total, reg, pref, rank, budget) and grad_total = d total / d scores; "
+                        "error: the builtin exception class the call must raise",
+            "compare": "|got - expected| <= atol + rtol * |expected|; masks exactly",
+        },
+        "tolerance": TOLERANCE,
+        "cases": build_cases(),
+    }
+
+
+def render() -> str:
+    return json.dumps(build_document(), indent=1, allow_nan=False) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m megacontext.lens_vectors",
+                                     description=__doc__.split("\n")[0])
+    parser.add_argument("--write", action="store_true", help=f"rewrite {PATH.name}")
+    args = parser.parse_args(argv)
+    text = render()
+    if args.write:
+        PATH.parent.mkdir(parents=True, exist_ok=True)
+        PATH.write_text(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
