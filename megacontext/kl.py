@@ -237,7 +237,9 @@ def kl_barrier(
     selected positions are read (padding may hold anything) and only they get gradient. tau
     (>= 0) is on the scale of the chosen aggregator: rmse, p95 and max run far above mean on
     the same KLs, so retune tau when changing `how` (seed 003). Below tau the barrier is 0
-    with zero gradient; above it, it grows linearly with slope weight (>= 0).
+    with zero gradient; above it, it grows linearly with slope weight (>= 0). An infinite KL
+    at a selected position (the divergence's q gives probability 0 where p does not) raises an
+    InputError naming the position instead of feeding inf/NaN into training.
     """
     _check_pair(logp_student, logp_ref, "logp_student", "logp_ref")
     _check_choice("direction", direction, DIRECTIONS)
