@@ -19,6 +19,17 @@ from .errors import (
 )
 from .kl import aggregate_kl, kl_barrier, kl_per_position, substitutability_loss
 from .legality import legal_actions
+from .lens_gated import (
+    GatedMLP,
+    LensGatedAttention,
+    LensGatedBlock,
+    LensGatedConfig,
+    RouteAnnealing,
+    apply_route_annealing,
+    lens_gated_block_factory,
+    lens_gated_tiny_gpt,
+    route_bias_at,
+)
 from .lens_loss import LensLoss, LensLossWeights, lens_loss
 from .lens_targets import lens_targets_from_best, lens_targets_from_utilities, variant_weights
 from .lod_map import render_lod_map
@@ -35,6 +46,15 @@ from .tree import MegaContextTree, mean_gist
 from .working_context import WorkingContext, append_tokens, build_working_context
 
 __all__ = [
+    "GatedMLP",
+    "LensGatedAttention",
+    "LensGatedBlock",
+    "LensGatedConfig",
+    "RouteAnnealing",
+    "apply_route_annealing",
+    "lens_gated_block_factory",
+    "lens_gated_tiny_gpt",
+    "route_bias_at",
     "LensLoss",
     "LensLossWeights",
     "lens_loss",
