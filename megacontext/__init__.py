@@ -17,6 +17,7 @@ from .errors import (
     MegaContextError,
     TailError,
 )
+from .gistnet import GistNet, GistNetConfig
 from .kl import aggregate_kl, kl_barrier, kl_per_position, substitutability_loss
 from .legality import legal_actions
 from .lens_gated import (
@@ -32,6 +33,7 @@ from .lens_gated import (
 )
 from .lens_loss import LensLoss, LensLossWeights, lens_loss
 from .lens_targets import lens_targets_from_best, lens_targets_from_utilities, variant_weights
+from .lensnet import LensNet, LensNetConfig, lens_features, tail_gists
 from .lod_map import render_lod_map
 from .supervision_telemetry import (
     lens_telemetry,
@@ -55,6 +57,12 @@ __all__ = [
     "lens_gated_block_factory",
     "lens_gated_tiny_gpt",
     "route_bias_at",
+    "GistNet",
+    "GistNetConfig",
+    "LensNet",
+    "LensNetConfig",
+    "lens_features",
+    "tail_gists",
     "LensLoss",
     "LensLossWeights",
     "lens_loss",

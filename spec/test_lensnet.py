@@ -1,0 +1,345 @@
+"""LensNet (design §8, §4; issue 6): a deterministic, non-causal, batched, permutation-
+equivariant scorer whose scores lie strictly inside (-1, 1), in fp32 and bf16, trainable end to
+end, and reproducing the language-neutral golden vectors in golden/vectors/lensnet.json.
+
+Tolerances: same-shape calls are bitwise equal; different batch shapes may change float32
+summation order, so padded-vs-alone and permuted-vs-plain agree to 2e-6 (scores are O(0.1));
+bf16 parameters agree with float32 ones to 0.03; the golden vectors hold a float64 reference
+and a tolerance wide enough for any CPU's float32.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from spec import strategies as S
+from spec.implementation import mc
+
+ROOT = Path(__file__).resolve().parents[1]
+D_IN = 24
+NET_CFG = mc.LensNetConfig(d_in=D_IN, width=16, n_heads=2, n_latents=3)
+WC_CFG = mc.MCConfig(block_size=4, max_lod=2, budget=40, recent_tokens=6)
+BATCH_TOL = dict(rtol=0.0, atol=2e-6)
+BF16_TOL = 0.03
+
+
+def make_net(seed: int = 0, dtype: torch.dtype = torch.float32, cfg=NET_CFG):
+    """A LensNet initialised from `seed` without touching the global RNG."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return mc.LensNet(cfg).to(dtype).eval()
+
+
+_NETS: dict = {}
+
+
+def shared_net(dtype: torch.dtype = torch.float32):
+    """One net per dtype for read-only specs (hypothesis calls them many times)."""
+    if dtype not in _NETS:
+        _NETS[dtype] = make_net(0, dtype)
+    return _NETS[dtype]
+
+
+def snapshot(T: int = 300, seed: int = 0, cfg=WC_CFG, d: int = D_IN):
+    """(x [N, d], features [N, 3], wc): a WC snapshot gathered from a tree of random tokens."""
+    tree = mc.MegaContextTree(cfg, d)
+    tree.append(torch.randn(T, d, generator=torch.Generator().manual_seed(seed)))
+    wc = mc.build_working_context(T, cfg)
+    return tree.gather(wc), mc.lens_features(wc, T, cfg), wc
+
+
+def describe(x, features) -> str:
+    return f"x.shape={tuple(x.shape)} features={features.tolist()}"
+
+
+# --- auxiliary features ----------------------------------------------------------------------
+
+
+@given(S.cases())
+def test_lens_features_are_level_log_span_and_log_distance_to_cursor(case):
+    """lens_features(wc, T, cfg) is float32 [N, 3]: lod, ln(K**lod), ln(1 + T - end) (§8)."""
+    cfg, T, wc = case
+    got = mc.lens_features(wc, T, cfg)
+    rows = []
+    for lod, start in S.entries_of(wc):
+        span = S.span(cfg, lod)
+        rows.append([lod, np.log(span), np.log1p(T - (start + span))])
+    want = torch.tensor(np.array(rows, dtype=np.float64).reshape(len(wc), 3))
+    assert got.dtype == torch.float32 and got.shape == (len(wc), 3), (got.dtype, got.shape)
+    torch.testing.assert_close(got.double(), want, rtol=1e-6, atol=1e-6,
+                               msg=lambda m: f"{m}\n{S.describe(cfg, T, wc)}")
+
+
+# --- determinism -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_scores_are_bitwise_deterministic_across_calls(dtype):
+    """For a fixed seed and WC snapshot, repeated forward passes (and a second net built from
+    the same seed) give bitwise identical scores (§8, seed 000 "deterministic forward")."""
+    x, f, _ = snapshot()
+    net = make_net(0, dtype)
+    first = net(x, f)
+    for again in (net(x, f), net(x, f), make_net(0, dtype)(x, f)):
+        assert torch.equal(first, again), (
+            f"{dtype}: max |diff| {(first - again).abs().max().item()} on {describe(x, f)}"
+        )
+
+
+def scores_in_this_process() -> str:
+    """Hex bytes of the fp32 and bf16 scores of the canonical snapshot (run in a subprocess)."""
+    x, f, _ = snapshot()
+    with torch.no_grad():
+        out = [make_net(0, dt)(x, f).numpy().tobytes().hex() for dt in (torch.float32,
+                                                                         torch.bfloat16)]
+    return " ".join(out)
+
+
+def test_scores_are_bitwise_identical_in_two_fresh_processes():
+    """Two fresh Python processes with the same thread count (1) compute bitwise identical
+    fp32 and bf16 scores for the same seed and WC snapshot, equal to this process's (§8)."""
+    code = ("import torch; torch.set_num_threads(1); "
+            "from spec.test_lensnet import scores_in_this_process as f; print(f())")
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    procs = [subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]
+    outs = []
+    for p in procs:
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 0, f"subprocess failed:\n{err}"
+        outs.append(out.strip())
+    assert outs[0] == outs[1], f"fresh processes disagree:\n{outs[0]}\n{outs[1]}"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        here = scores_in_this_process()
+    finally:
+        torch.set_num_threads(threads)
+    assert outs[0] == here, f"subprocess {outs[0]}\nthis process {here}"
+
+
+# --- what the scores depend on ----------------------------------------------------------------
+
+
+def test_first_entries_see_the_last_entry():
+    """Non-causal: changing only the last entry (vector and features) changes the scores of
+    the first entries (the public causal LensNet could not see the recent tail) (§8)."""
+    x, f, _ = snapshot()
+    net = shared_net()
+    before = net(x, f)
+    x2, f2 = x.clone(), f.clone()
+    x2[-1] = 5.0 * torch.randn(D_IN, generator=torch.Generator().manual_seed(1))
+    f2[-1] = torch.tensor([2.0, 2.77, 9.0])
+    after = net(x2, f2)
+    moved = (after[:4] - before[:4]).abs()
+    assert bool((moved > 1e-5).all()), (
+        f"first 4 scores moved by {moved.tolist()} when only entry {len(x) - 1} changed"
+    )
+
+
+@given(S.lens_batches(D_IN))
+def test_padded_batch_matches_each_sample_alone(batch):
+    """A padded batch [B, N] with a mask gives each sample the scores it gets alone; padded
+    positions score exactly 0 (§8)."""
+    x, f, lengths = batch
+    B, N = x.shape[:2]
+    mask = torch.arange(N)[None, :] < torch.tensor(lengths)[:, None]
+    net = shared_net()
+    got = net(x, f, mask=mask)
+    assert got.shape == (B, N) and got.dtype == torch.float32, (got.shape, got.dtype)
+    for b, n in enumerate(lengths):
+        alone = net(x[b, :n], f[b, :n])
+        torch.testing.assert_close(got[b, :n], alone, **BATCH_TOL,
+                                   msg=lambda m, b=b: f"sample {b} lengths={lengths}: {m}")
+        assert bool((got[b, n:] == 0).all()), f"padded scores {got[b, n:].tolist()}"
+
+
+@given(S.lens_batches(D_IN, max_batch=2), st.sampled_from([float("nan"), float("inf"), 1e30]))
+def test_padding_never_influences_real_entries(batch, garbage):
+    """Whatever padded entries hold (NaN, inf, huge values, in vectors and features), the real
+    entries' scores do not change and every score stays finite (§8)."""
+    x, f, lengths = batch
+    N = x.shape[1]
+    mask = torch.arange(N)[None, :] < torch.tensor(lengths)[:, None]
+    net = shared_net()
+    clean = net(x, f, mask=mask)
+    x2, f2 = x.clone(), f.clone()
+    x2[~mask] = garbage
+    f2[~mask] = garbage
+    dirty = net(x2, f2, mask=mask)
+    assert bool(torch.isfinite(dirty).all()), f"non-finite scores with {garbage} padding"
+    torch.testing.assert_close(dirty, clean, **BATCH_TOL,
+                               msg=lambda m: f"padding={garbage} lengths={lengths}: {m}")
+
+
+@given(S.lens_batches(D_IN, max_batch=1), st.randoms(use_true_random=False))
+def test_permuting_entries_permutes_scores(batch, rnd):
+    """Permutation equivariance: permuting entries together with their features permutes the
+    scores the same way (no hidden dependence on entry order) (§8)."""
+    x, f, lengths = batch
+    n = lengths[0]
+    x, f = x[0, :n], f[0, :n]
+    perm = list(range(n))
+    rnd.shuffle(perm)
+    perm = torch.tensor(perm, dtype=torch.int64)
+    net = shared_net()
+    torch.testing.assert_close(net(x[perm], f[perm]), net(x, f)[perm], **BATCH_TOL,
+                               msg=lambda m: f"perm={perm.tolist()}: {m}")
+
+
+def test_tail_gists_condition_scores_and_masked_tail_gists_are_ignored():
+    """Tail gists join the slots: passing them changes the scores; a tail gist masked out by
+    tail_mask has the same effect as not passing it (§8)."""
+    x, f, _ = snapshot()
+    g = torch.Generator().manual_seed(2)
+    tail = torch.randn(3, D_IN, generator=g)
+    net = shared_net()
+    plain = net(x, f)
+    with_tail = net(x, f, tail=tail)
+    assert (with_tail - plain).abs().max() > 1e-4, "tail gists had no effect on the scores"
+    masked = net(x[None], f[None], tail=tail[None],
+                 tail_mask=torch.tensor([[True, False, True]]))[0]
+    two = net(x, f, tail=tail[[0, 2]])
+    torch.testing.assert_close(masked, two, **BATCH_TOL)
+
+
+# --- range, dtypes, gradients -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_scores_stay_strictly_inside_minus_one_one(dtype):
+    """Scores are float32 and strictly inside (-1, 1) even when the tanh saturates (every
+    parameter scaled up 50x, huge inputs): the allocator's thresholds and the targets' +-1
+    never coincide with a score (§4, §8)."""
+    net = make_net(0, dtype)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.mul_(50.0)
+    x, f, _ = snapshot()
+    for scale in (1.0, 1e4):
+        s = net(x * scale, f)
+        assert s.dtype == torch.float32, s.dtype
+        assert bool((s.abs() < 1).all()), f"{dtype} scale={scale}: max |s| = {s.abs().max()}"
+        assert s.abs().max() > 0.999, f"{dtype}: not saturated (max |s| {s.abs().max()})"
+
+
+def test_bf16_agrees_with_fp32_without_autocast():
+    """The same weights in bf16 and fp32 give scores within 0.03 of each other; a bf16 model
+    accepts fp32 inputs and an fp32 model bf16 inputs, outside autocast (§8)."""
+    x, f, _ = snapshot()
+    net32 = make_net(0)
+    net16 = copy.deepcopy(net32).to(torch.bfloat16)
+    s32 = net32(x, f)
+    for got in (net16(x, f), net16(x.bfloat16(), f.bfloat16()), net16(x.double(), f)):
+        diff = (got - s32).abs().max().item()
+        assert got.dtype == torch.float32 and diff <= BF16_TOL, (
+            f"bf16 vs fp32 max |diff| {diff} > {BF16_TOL}; fp32 scores {s32.tolist()}"
+        )
+    torch.testing.assert_close(net32(x.bfloat16(), f), net32(x.bfloat16().float(), f))
+
+
+def test_gradient_reaches_every_parameter():
+    """One entry's score is differentiable with respect to every LensNet parameter (with tail
+    gists, so the tail path counts too): no detached path (§8)."""
+    x, f, _ = snapshot()
+    net = make_net(0)
+    net.train()
+    tail = torch.randn(2, D_IN, generator=torch.Generator().manual_seed(3))
+    net(x, f, tail=tail)[0].backward()
+    dead = [name for name, p in net.named_parameters()
+            if p.grad is None or not bool((p.grad != 0).any())]
+    assert not dead, f"no gradient reached {dead}"
+
+
+def test_empty_working_context_gives_no_scores():
+    """N = 0 gives an empty float32 score tensor, and a batch row with no real entry scores
+    all zero (no NaN from an empty softmax) (§4)."""
+    net = shared_net()
+    empty = net(torch.zeros(0, D_IN), torch.zeros(0, 3))
+    assert empty.shape == (0,) and empty.dtype == torch.float32, (empty.shape, empty.dtype)
+    x, f, _ = snapshot()
+    mask = torch.zeros(2, len(x), dtype=torch.bool)
+    mask[0] = True
+    s = net(x.expand(2, -1, -1), f.expand(2, -1, -1), mask=mask)
+    assert bool(torch.isfinite(s).all()) and bool((s[1] == 0).all()), s[1].tolist()
+
+
+def test_bad_inputs_raise_typed_errors():
+    """Wrong widths, shapes and dtypes raise InputError / InputTypeError naming the argument
+    (§4): nothing is silently broadcast or trimmed."""
+    net = shared_net()
+    x, f, _ = snapshot()
+    n = len(x)
+    bad = [
+        (mc.InputError, "x", lambda: net(x[:, :-1], f)),
+        (mc.InputError, "features", lambda: net(x, f[:-1])),
+        (mc.InputError, "features", lambda: net(x, f[:, :2])),
+        (mc.InputTypeError, "x", lambda: net(x.long(), f)),
+        (mc.InputTypeError, "mask", lambda: net(x[None], f[None], mask=torch.ones(1, n))),
+        (mc.InputError, "mask", lambda: net(x[None], f[None],
+                                            mask=torch.ones(1, n + 1, dtype=torch.bool))),
+        (mc.InputError, "tail", lambda: net(x, f, tail=torch.zeros(2, D_IN + 1))),
+        (mc.InputError, "tail_mask", lambda: net(x, f, tail_mask=torch.ones(2, dtype=bool))),
+    ]
+    for err, name, call in bad:
+        with pytest.raises(err, match=name):
+            call()
+    with pytest.raises(ValueError, match="width"):
+        mc.LensNetConfig(width=10, n_heads=4)
+
+
+def test_tail_gists_are_the_newest_gists_of_each_level():
+    """tail_gists(tree, per_level) returns the newest per_level gists of every level, coarsest
+    level first, oldest first within a level (fewer while the history is short) (§8)."""
+    cfg = WC_CFG
+    tree = mc.MegaContextTree(cfg, 4)
+    tree.append(torch.randn(90, 4, generator=torch.Generator().manual_seed(4)))
+    got = mc.tail_gists(tree, per_level=2)
+    want = torch.cat([tree.level(2)[-2:], tree.level(1)[-2:]])  # T=90: 5 LOD2, 22 LOD1 gists
+    assert tree.level(2).shape[0] == 5 and torch.equal(got, want), got.shape
+    short = mc.MegaContextTree(cfg, 4)
+    short.append(torch.randn(10, 4))
+    assert mc.tail_gists(short, per_level=2).shape == (2, 4)  # no LOD2 gist yet, 2 LOD1 gists
+
+
+# --- golden vectors ----------------------------------------------------------------------------
+
+VECTORS = json.loads((ROOT / "golden" / "vectors" / "lensnet.json").read_text())
+
+
+def test_golden_vectors():
+    """With the weights in golden/vectors/lensnet.json, LensNet reproduces the stored float64
+    scores of a canonical padded batch (with tail gists) within the file's tolerance, and
+    lens_features reproduces the stored features of its WCs (§8)."""
+    v = VECTORS
+    net = mc.LensNet(mc.LensNetConfig(**v["config"]))
+    state = {k: torch.tensor(w["values"], dtype=torch.float32).reshape(w["shape"])
+             for k, w in v["weights"].items()}
+    net.load_state_dict(state)
+    wc_cfg = mc.MCConfig(**v["wc_config"])
+    for i, sample in enumerate(v["samples"]):
+        wc = mc.WorkingContext(torch.tensor(sample["lods"]), torch.tensor(sample["starts"]),
+                               torch.zeros(len(sample["lods"]), dtype=torch.int64))
+        got = mc.lens_features(wc, sample["T"], wc_cfg)
+        want = torch.tensor(v["inputs"]["features"][i][: len(wc)], dtype=torch.float64)
+        torch.testing.assert_close(got.double(), want, rtol=0, atol=1e-6,
+                                   msg=lambda m, i=i: f"features of sample {i}: {m}")
+    inputs = {k: torch.tensor(val) for k, val in v["inputs"].items()}
+    with torch.no_grad():
+        got = net(inputs["x"].float(), inputs["features"].float(), mask=inputs["mask"],
+                  tail=inputs["tail"].float(), tail_mask=inputs["tail_mask"])
+    want = torch.tensor(v["expected_scores"], dtype=torch.float64)
+    tol = v["tolerance"]
+    torch.testing.assert_close(got.double(), want, rtol=tol["rtol"], atol=tol["atol"],
+                               msg=lambda m: f"{m}\ngot {got.tolist()}\nwant {want.tolist()}")
