@@ -21,6 +21,16 @@ settings.load_profile(
 )
 
 
+def pytest_configure(config):
+    # Under `pytest -n auto` every xdist worker already owns a core; torch's own intra-op
+    # threads on top oversubscribe the machine and small ops then wait milliseconds for thread
+    # wake-ups. The perf gates (`--benchmark-only`, no xdist) keep torch's default threads.
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+
+        torch.set_num_threads(1)
+
+
 def pytest_addoption(parser):
     parser.addoption(
         "--xfails-file",
