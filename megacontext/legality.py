@@ -11,10 +11,18 @@ import numpy as np
 import torch
 
 from .config import MCConfig
-from .working_context import WorkingContext, as_numpy, check_working_context
+from .working_context import (
+    WorkingContext,
+    as_numpy,
+    check_working_context,
+    is_multiple,
+    span_table,
+)
 
 
-def sibling_groups(lods: np.ndarray, starts: np.ndarray, T: int, cfg: MCConfig) -> np.ndarray:
+def sibling_groups(
+    lods: np.ndarray, starts: np.ndarray, T: int, cfg: MCConfig, spans: np.ndarray | None = None
+) -> np.ndarray:
     """Start index of every collapsible sibling group, ascending. `lods`/`starts` must be valid.
 
     A group is K consecutive entries of one level l < max_lod whose first start is a multiple
@@ -22,24 +30,23 @@ def sibling_groups(lods: np.ndarray, starts: np.ndarray, T: int, cfg: MCConfig) 
     entries tile contiguously, K entries starting at an aligned s with the K-th at lod l and
     start s + (K-1)·span(l) must all be at lod l (any coarser one would have to cover s, any
     finer one would leave the K entries short of the parent span), so one shifted comparison
-    per entry finds every group.
+    per entry finds every group. `spans` (= K**lods, if the caller has it) saves a pass.
     """
     K, n = cfg.block_size, lods.shape[0]
     if n < K:
         return np.zeros(0, dtype=np.int64)
-    head_l = lods[: n - K + 1]
-    head_s = starts[: n - K + 1]
-    child_span = K**head_l
-    parent_span = child_span * K
-    parent_end = head_s + parent_span
-    ok = (
-        (head_l < cfg.max_lod)
-        & (head_s % parent_span == 0)
-        & (lods[K - 1:] == head_l)
-        & (starts[K - 1:] == head_s + (K - 1) * child_span)
-        & (parent_end <= cfg.tail_start(T))  # complete and unprotected (tail_start <= T)
-    )
-    return np.flatnonzero(ok)
+    if spans is None:
+        spans = span_table(cfg)[lods]
+    m = n - K + 1
+    head_l, head_s, child_span = lods[:m], starts[:m], spans[:m]
+    # Cheap whole-array tests first; alignment (a division unless K is a power of two) and the
+    # tail only for the survivors, which are few except in long LOD0 runs.
+    ok = (lods[K - 1:] == head_l) & (starts[K - 1:] - head_s == (K - 1) * child_span)
+    ok &= head_l < cfg.max_lod
+    cand = np.flatnonzero(ok)
+    s, parent_span = head_s[cand], child_span[cand] * K
+    keep = is_multiple(s, parent_span, K) & (s + parent_span <= cfg.tail_start(T))
+    return cand[keep]
 
 
 def legal_actions(wc: WorkingContext, T: int, cfg: MCConfig) -> tuple[torch.Tensor, torch.Tensor]:
@@ -50,9 +57,9 @@ def legal_actions(wc: WorkingContext, T: int, cfg: MCConfig) -> tuple[torch.Tens
     order of position) of the collapsible sibling group that entry i belongs to, -1 if none.
     The WC may exceed the budget (the state between `append_tokens` and `focus_step`).
     """
-    check_working_context(wc, T, cfg, check_budget=False)
+    spans = check_working_context(wc, T, cfg, check_budget=False)
     lods, starts = as_numpy(wc.lods), as_numpy(wc.starts)
-    heads = sibling_groups(lods, starts, T, cfg)
+    heads = sibling_groups(lods, starts, T, cfg, spans=spans)
     group_id = np.full(lods.shape[0], -1, dtype=np.int64)
     members = heads[:, None] + np.arange(cfg.block_size)  # [G, K]
     group_id[members.ravel()] = np.repeat(np.arange(heads.shape[0]), cfg.block_size)
