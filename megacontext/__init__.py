@@ -3,6 +3,7 @@
 The public API (design §4) is what this module exports; the spec suite uses nothing else.
 """
 
+from .allocator import Action, block_scores, focus_step
 from .config import MCConfig
 from .errors import (
     AlignmentError,
@@ -48,6 +49,9 @@ from .tree import MegaContextTree, mean_gist
 from .working_context import WorkingContext, append_tokens, build_working_context
 
 __all__ = [
+    "Action",
+    "block_scores",
+    "focus_step",
     "GatedMLP",
     "LensGatedAttention",
     "LensGatedBlock",
