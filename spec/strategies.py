@@ -381,23 +381,53 @@ def position_shifts() -> st.SearchStrategy[float]:
 # --- focus allocator (design §5) -------------------------------------------------------------
 
 
-def focus_scores(n: int) -> st.SearchStrategy[torch.Tensor]:
-    """float32 scores[n] for focus_step: any, ties, quiet, or saturated ±1 (every gist wants
-    to expand and every group to collapse: the adversarial field)."""
-    signs = st.lists(st.sampled_from([-1.0, 1.0]), min_size=n, max_size=n).map(
-        lambda xs: torch.tensor(np.asarray(xs, dtype=np.float32)))
-    return st.one_of(scores_for(n), scores_for(n, "ties"), scores_for(n, "quiet"), signs)
+def focus_scores(n: int, starts=None, region: int = 1) -> st.SearchStrategy[torch.Tensor]:
+    """float32 scores[n] for focus_step: any, ties, quiet, saturated ±1 (every gist wants to
+    expand and every group to collapse: the adversarial field) or, given the entries' starts,
+    a field that is constant over `region`-token regions (whole groups agree, so swaps and
+    voluntary collapses happen)."""
+    def f32(elem):
+        return st.lists(elem, min_size=n, max_size=n).map(
+            lambda xs: torch.tensor(np.asarray(xs, dtype=np.float32)))
+
+    quiet = f32(st.floats(-0.0625, 0.0625, width=32))  # within every threshold but 0
+    kinds = [scores_for(n), scores_for(n, "ties"), quiet, f32(st.sampled_from([-1.0, 1.0]))]
+    if starts is not None and n:
+        regions = [int(s) // region for s in starts]
+        values = st.lists(st.sampled_from([-1.0, -0.5, -0.25, 0.0, 0.25, 0.5, 1.0]),
+                          min_size=regions[-1] + 1, max_size=regions[-1] + 1)
+        field = values.map(lambda v: torch.tensor([v[r] for r in regions], dtype=torch.float32))
+        kinds += [field, field]
+    return st.one_of(kinds)
 
 
 @st.composite
-def focus_cases(draw, cfg_strategy=None, grow: bool = True):
-    """(cfg, T, wc, scores): a valid WC, with probability 1/2 grown past its budget by
+def roomy_cases(draw):
+    """(cfg, T, wc) with gists and sibling groups to act on: K <= 4, at least one top-level
+    span of history, and a budget from the coarsest tiling's size to 8 blocks above it."""
+    K, max_lod = draw(st.integers(2, 4)), draw(st.integers(1, 3))
+    recent = draw(st.integers(0, 2 * K))
+    T = draw(st.integers(K**max_lod, 3 * K**max_lod + 2 * K + 3))
+    probe = mc.MCConfig(block_size=K, max_lod=max_lod, recent_tokens=recent, budget=T + recent + 1)
+    coarse = max(len(coarsest_tiling(probe, T)), recent, 1)
+    budget = draw(st.integers(coarse, coarse + 8 * K))
+    cfg = draw(configs(block_size=K, max_lod=max_lod, recent_tokens=recent, budget=budget))
+    return cfg, T, draw(working_contexts(cfg, T))
+
+
+@st.composite
+def focus_cases(draw, case_strategy=None, grow: bool = True):
+    """(cfg, T, wc, scores): a valid WC (roomy_cases twice as often as cases), often with
+    every entry old enough to act on, with probability 1/2 grown past its budget by
     `append_tokens` (forced collapses, cascades and eviction), and scores of every kind."""
-    cfg, T, wc = draw(cases(cfg_strategy))
+    cfg, T, wc = draw(case_strategy or st.one_of(roomy_cases(), roomy_cases(), cases()))
+    if draw(st.booleans()):
+        wc = mc.WorkingContext(wc.lods, wc.starts, wc.residency + cfg.min_residency)
     if grow and draw(st.booleans()):
         n = draw(st.integers(1, 3 * cfg.block_size))
         wc, T = mc.append_tokens(wc, T, n, cfg), T + n
-    return cfg, T, wc, draw(focus_scores(len(wc)))
+    region = span(cfg, draw(st.integers(1, cfg.max_lod)))
+    return cfg, T, wc, draw(focus_scores(len(wc), wc.starts.tolist(), region))
 
 
 def find_entry(entries, start: int) -> int:
