@@ -5,14 +5,17 @@ Each section is a function taking `(rng, out)`; later features add sections to `
 
 from __future__ import annotations
 
+import time
 from typing import TextIO
 
 import torch
 
+from .allocator import focus_step
 from .config import MCConfig
+from .lensnet import LensNet, LensNetConfig, lens_features
 from .lod_map import render_lod_map
 from .tree import MegaContextTree
-from .working_context import WorkingContext, build_working_context
+from .working_context import WorkingContext, append_tokens, build_working_context
 
 DEMO_CFG = MCConfig(block_size=16, max_lod=2, budget=256, recent_tokens=48)
 DEMO_DIM = 64
@@ -41,7 +44,41 @@ def section_baseline(rng: torch.Generator, out: TextIO) -> None:
         print(f"   {summary(wc, T, cfg)} gathered={tuple(vectors.shape)}\n", file=out)
 
 
-SECTIONS = [section_baseline]
+def section_lensnet(rng: torch.Generator, out: TextIO) -> None:
+    """Score a WC with an untrained LensNet and run focus steps on its scores, timing each."""
+    cfg = MCConfig(block_size=16, max_lod=2, budget=256, recent_tokens=48, expand_threshold=0.05,
+                   collapse_threshold=0.05, min_residency=1, max_actions=4)
+    tree = MegaContextTree(cfg, DEMO_DIM)
+    T = 6_000
+    tree.append(torch.randn(T, DEMO_DIM, generator=rng))
+    with torch.random.fork_rng():  # untrained weights, seeded from the demo's generator
+        torch.manual_seed(int(torch.randint(0, 2**31, (1,), generator=rng)))
+        net = LensNet(LensNetConfig(d_in=DEMO_DIM, width=32, n_heads=2, n_latents=4)).eval()
+    wc = build_working_context(T, cfg)
+    print(f"== LensNet (untrained) + focus steps  ({cfg})", file=out)
+    print(render_lod_map(wc, T, cfg), file=out)
+    for step in range(1, 5):
+        n_new = 40
+        tree.append(torch.randn(n_new, DEMO_DIM, generator=rng))
+        wc = append_tokens(wc, T, n_new, cfg)
+        T += n_new
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            scores = net(tree.gather(wc), lens_features(wc, T, cfg))
+        t1 = time.perf_counter()
+        wc, actions = focus_step(wc, scores, T, cfg)
+        t2 = time.perf_counter()
+        kinds = {k: sum(a.kind == k for a in actions) for k in ("expand", "collapse", "evict")}
+        print(f"   step {step}: +{n_new} tokens, scores in [{scores.min():+.2f}, "
+              f"{scores.max():+.2f}] mean {scores.mean():+.2f}; actions {kinds}; "
+              f"gather+LensNet {1e3 * (t1 - t0):.2f} ms, focus_step {1e3 * (t2 - t1):.2f} ms",
+              file=out)
+    wc.validate(cfg, T)
+    print(render_lod_map(wc, T, cfg), file=out)
+    print(f"   {summary(wc, T, cfg)}\n", file=out)
+
+
+SECTIONS = [section_baseline, section_lensnet]
 
 
 def run_demo(seed: int = 0, out: TextIO | None = None) -> None:
