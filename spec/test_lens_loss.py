@@ -117,15 +117,21 @@ def test_rank_gradient_widens_the_gap_between_higher_and_lower_targets(case, mar
         assert bool((g[mask] != 0).any()), msg
 
 
-def test_rank_two_entry_example():
+def test_rank_small_examples():
     """t = [1, -1], s = [-0.2, 0.3]: the misordered pair's gap s0 - s1 grows under descent, and
-    the hinge is margin - (s0 - s1) = 0.1 + 0.5."""
+    the hinge is margin - (s0 - s1) = 0.1 + 0.5; an adjacent misordered pair is never skipped."""
     cfg = mc.MCConfig(block_size=2, max_lod=1, budget=4, recent_tokens=0)
     wc = S.make_wc([(0, 0), (0, 1)])
     out, g = loss_and_grad(torch.tensor([-0.2, 0.3]), torch.tensor([1.0, -1.0]),
                            torch.tensor([True, True]), wc, cfg, only("rank", margin=0.1), "rank")
     assert math.isclose(out.rank.item(), 0.6, rel_tol=1e-6), out
     assert g[0] < 0 < g[1], g.tolist()
+    # Three entries, t = [0, 1, 2], s = [0, 0.5, 0.45], margin 0: the only misordered pair is
+    # the adjacent (1, 2); the rank term must see it.
+    wc3 = S.make_wc([(0, 0), (0, 1), (0, 2)])
+    out = mc.lens_loss(torch.tensor([0.0, 0.5, 0.45]), torch.tensor([0.0, 1.0, 2.0]),
+                       torch.ones(3, dtype=torch.bool), wc3, cfg, only("rank", margin=0.0))
+    assert out.rank.item() > 0, out
 
 
 @given(S.loss_cases())

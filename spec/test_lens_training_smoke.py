@@ -21,8 +21,10 @@ STEPS = 200
 
 
 def test_linear_scorer_trained_on_synthetic_utilities_ranks_like_its_targets():
-    """After 200 Adam steps on 3 snapshots, the Spearman correlation between held-out scores
-    and targets over the mask exceeds 0.8 (pooled) and is positive in every snapshot."""
+    """After 200 Adam steps on 3 snapshots, the Spearman correlation of held-out scores over
+    the mask exceeds 0.8 both with their targets and with the signed utility the spec computes
+    itself from the same synthetic ΔNLLs (so a sign flipped inside the target builder shows),
+    and exceeds 0.5 in every snapshot."""
     torch.manual_seed(0)
     gen = torch.Generator().manual_seed(0)
     wc = S.make_wc(ENTRIES)
@@ -51,11 +53,15 @@ def test_linear_scorer_trained_on_synthetic_utilities_ranks_like_its_targets():
                                     float("nan"))
         targets, mask = mc.lens_targets_from_utilities(wc, expand_gain, collapse_loss, T, CFG,
                                                        PRICE)
+        # The same §6 arithmetic done here, independently: what the scores should rank like.
+        truth = (torch.where(wc.lods > 0, F.softplus(relevance), 0.0)
+                 - torch.where(in_group, F.softplus(-group_relevance), 0.0))
+        assert torch.equal(mask, (wc.lods > 0) | in_group), mask.tolist()
         # Per-level linear features: [x, x_group, 1] routed by the entry's level.
         level = F.one_hot(wc.lods, CFG.max_lod + 1).float()  # [N, L]
         base = torch.cat([x, x_group, torch.ones(n, 1)], dim=1)  # [N, 2F+1]
         feats = (base[:, None, :] * level[:, :, None]).reshape(n, -1)  # [N, L(2F+1)]
-        return feats, targets, mask
+        return feats, targets, mask, truth
 
     train = [snapshot() for _ in range(3)]
     held_out = [snapshot() for _ in range(3)]
@@ -64,18 +70,19 @@ def test_linear_scorer_trained_on_synthetic_utilities_ranks_like_its_targets():
     for _ in range(STEPS):
         opt.zero_grad()
         loss = sum(mc.lens_loss(torch.tanh(f @ weight), t, m, wc, CFG).total
-                   for f, t, m in train)
+                   for f, t, m, _ in train)
         loss.backward()
         opt.step()
 
     with torch.no_grad():
-        scores = torch.stack([torch.tanh(f @ weight) for f, _, _ in held_out])  # [B, N]
-    targets = torch.stack([t for _, t, _ in held_out])
-    mask = torch.stack([m for _, _, m in held_out])
+        scores = torch.stack([torch.tanh(f @ weight) for f, _, _, _ in held_out])  # [B, N]
+    targets, mask, truth = (torch.stack([c[k] for c in held_out]) for k in (1, 2, 3))
     pooled = mc.spearman_corr(scores.flatten(), targets.flatten(), mask.flatten()).item()
+    vs_truth = mc.spearman_corr(scores.flatten(), truth.flatten(), mask.flatten()).item()
     per_snapshot = mc.spearman_corr(scores, targets, mask)
     telemetry = mc.lens_telemetry(scores, targets, mask)
-    msg = (f"pooled spearman={pooled:.3f} per snapshot={per_snapshot.tolist()} "
-           f"telemetry={telemetry} weight={weight.tolist()}")
+    msg = (f"pooled spearman={pooled:.3f} vs truth={vs_truth:.3f} "
+           f"per snapshot={per_snapshot.tolist()} telemetry={telemetry} weight={weight.tolist()}")
     assert pooled > 0.8, msg
+    assert vs_truth > 0.8, msg
     assert bool((per_snapshot > 0.5).all()), msg
