@@ -14,13 +14,21 @@ Read and Write are ordinary multi-head cross-attentions (q, k, v, o projections)
 the whole WC, so the first entry's score depends on the recent tail (the public LensNet this
 replaces was causal and could not). Positive u: more detail here is worth it; negative: less.
 
-Speed (design §10: <= 3 ms at N=8192, d_in=768 in bf16): the only O(N * d_in) work is the input
-projection. Per-entry key/value/query/output projections are never materialised: they are
-absorbed into the S slot-side vectors (q.(W_k h) = (W_k^T q).h, and sum_n a_n W_v h_n =
-W_v sum_n a_n h_n), so both attentions cost two [S*H, d] x [d, N] products. The write softmax
-runs over the slot axis of an [H, S, N] layout (contiguous in N): torch's softmax over a tiny
-last dimension is ~15x slower. `tests/test_lensnet_internals.py` checks this against the plain
-formulation.
+Speed (design §10: <= 3 ms at N=8192, d_in=768 in bf16). The only O(N * d_in) work is the input
+projection; everything else touches each entry's d-vector a few times:
+- per-entry key/value/query/output projections are never materialised: they are absorbed into
+  the S slot-side vectors (q.(W_k h) = (W_k^T q).h; sum_n a_n W_v h_n = W_v sum_n a_n h_n), so
+  each attention costs two [S*H, d] x [d, N] products;
+- no [N, d] LayerNorm pass: the projections into the entry stream are mean-centred (LayerNorm
+  ignores a row's mean), so LayerNorm(h) = gamma * h / rms(h) + beta; gamma and beta fold into
+  the slot-side vectors and 1/rms(h) is one number per entry (a vector norm); the same for z
+  and the head;
+- the write softmax runs over the slot axis of an [H, S, N] layout (contiguous in N): torch's
+  softmax over a tiny last dimension is ~15x slower;
+- slot-side math (S rows) runs in float32: a bf16 GEMM that small costs ~5x more on this CPU;
+  everything derived from parameters alone is cached while autograd is off (`derived`).
+`tests/test_models_internals.py` checks all of this against the plain formulation, and
+golden/vectors/lensnet.json against a float64 numpy one.
 
 The model runs in its parameter dtype (`.to(torch.bfloat16)` for bf16); inputs of any float
 dtype are cast to it, so bf16 works without autocast. Scores come back as float32: the tanh is
@@ -124,6 +132,7 @@ class LensNet(nn.Module):
         self.write = CrossAttention(d, cfg.n_heads, query_bias=False, key_bias=True)
         self.norm_out = nn.LayerNorm(d)
         self.head = nn.Linear(d, 1)
+        self._derived_cache = None  # (parameter stamp, derived tensors), see `derived`
 
     @property
     def dtype(self) -> torch.dtype:
@@ -148,56 +157,59 @@ class LensNet(nn.Module):
         """
         x, features, mask, tail, tail_mask, unbatched = self._check(x, features, mask, tail,
                                                                      tail_mask)
+        W = self.derived()
+        P = W["slot_side"]
         dt = self.dtype
         B, N, D = x.shape
         d, H = self.cfg.width, self.cfg.n_heads
         dh = d // H
 
-        # Entries: one GEMM over d_in, then the features and the bias accumulate into its
-        # output in place (a [B*N, 4] x [4, d] GEMM; an out-of-place add costs a copy).
-        h = torch.mm(x.to(dt).reshape(B * N, D), self.in_proj.weight.t())  # [B*N, d]
+        # Entries: one GEMM over d_in (centred weights: see `derive`); the features and the bias
+        # accumulate into its output in place. h's rows are mean-free, so LayerNorm(h) is
+        # gamma * h / rms(h) + beta and only the per-entry 1/rms is computed here.
+        h = torch.mm(x.to(dt).reshape(B * N, D), W["w_in"].t())  # [B*N, d]
         f1 = torch.cat([features.to(dt).reshape(B * N, N_FEATURES), h.new_ones(B * N, 1)], 1)
-        h = h.addmm_(f1, torch.cat([self.feat_proj.weight, self.in_proj.bias[:, None]], 1).t())
-        h = h.view(B, N, d)
-        hn = self.norm_entries(h)  # [B, N, d]
-        if mask is not None:  # padded entries become zero keys/values: inert, NaN-free
-            hn = hn.masked_fill(~mask[:, :, None], 0.0)
+        h = h.addmm_(f1, W["w_aux"].t()).view(B, N, d)
+        if mask is not None:  # padded entries become zero rows: inert and NaN-free
+            h = h.masked_fill(~mask[:, :, None], 0.0)
+        inv_rms = _inv_rms(h, self.norm_entries.eps).to(dt)[:, None, :]  # [B, 1, N]
+        gamma, beta = P["norm_entries.weight"], P["norm_entries.bias"]
 
-        # Slots: learned latents, then the projected tail gists. Slot-side math is tiny (S rows)
-        # and runs in float32 at least: a bf16 GEMM this small costs ~5x a float32 one here.
-        sdt = torch.promote_types(dt, torch.float32)
-        slots = self.latents.to(sdt).expand(B, -1, -1)
+        # Slots: learned latents (their read queries are parameters only: precomputed), then
+        # the projected tail gists. Slot-side math is tiny (S rows) and runs in float32 at
+        # least: a bf16 GEMM this small costs ~5x a float32 one on this CPU.
+        slots = P["latents"].expand(B, -1, -1)
+        q_abs = W["latent_queries"].expand(B, -1, -1, -1)  # [B, H, S_latent, d]
         if tail is not None:
-            tail_h = _linear(sdt, self.in_proj, tail.to(sdt)) + self.tail_embed.to(sdt)
+            tail_h = _lin(P, "in_proj", tail.to(P["latents"].dtype)) + P["tail_embed"]
             slots = torch.cat([slots, tail_h], dim=1)
+            q_abs = torch.cat([q_abs, self.read_queries(P, tail_h)], dim=2)
         S = slots.shape[1]
 
-        # Read: slot s, head j attends over entries with q_sj . (W_k,j hn) = (W_k,j^T q_sj) . hn
-        r = self.read
-        q = _linear(sdt, r.q, _norm(sdt, self.norm_read, slots)).view(B, S, H, dh)
-        q_abs = torch.einsum("bsje,jed->bjsd", q, r.heads(r.k.weight.to(sdt))) / math.sqrt(dh)
-        logits = torch.bmm(q_abs.reshape(B, H * S, d).to(dt), hn.transpose(1, 2))  # [B, H*S, N]
+        # Read: slot s, head j attends over the entries (absorbed keys, gamma folded in);
+        # sum_n a_n LN(h_n) = gamma * sum_n (a_n / rms_n) h_n + beta as the weights sum to one.
+        logits = torch.bmm(q_abs.reshape(B, H * S, d).to(dt), h.transpose(1, 2))
+        logits = logits * inv_rms  # [B, H*S, N]
         if mask is not None:
             logits = logits.masked_fill(~mask[:, None, :], torch.finfo(dt).min)
-        pooled = torch.bmm(logits.softmax(dim=-1), hn).to(sdt)  # [B, H*S, d] sum_n a_n hn_n
-        v = torch.einsum("bjsd,jed->bsje", pooled.view(B, H, S, d), r.heads(r.v.weight.to(sdt)))
-        slots = slots + _linear(sdt, r.o, v.reshape(B, S, d) + r.v.bias.to(sdt))
-        mlp_in, mlp_out = self.slot_mlp[0], self.slot_mlp[2]
-        hidden = F.gelu(_linear(sdt, mlp_in, _norm(sdt, self.norm_slot_mlp, slots)))
-        slots = slots + _linear(sdt, mlp_out, hidden)
+        pooled = torch.bmm(logits.softmax(dim=-1) * inv_rms, h).to(gamma.dtype) * gamma + beta
+        v = torch.einsum("bjsd,jed->bsje", pooled.view(B, H, S, d), W["read_v"])
+        slots = slots + _lin(P, "read.o", v.reshape(B, S, d) + P["read.v.bias"])
+        slots = slots + _lin(P, "slot_mlp.2", F.gelu(_lin(P, "slot_mlp.0",
+                                                          _ln(P, "norm_slot_mlp", slots))))
 
-        # Write: entry n, head j attends over slots with (W_q,j hn_n) . k_sj = hn_n . (W_q,j^T
-        # k_sj); the output projection is folded into the slot values; b_o / H per head sums
-        # to b_o because each head's weights sum to one.
-        w = self.write
-        sn = _norm(sdt, self.norm_write, slots)
-        k = _linear(sdt, w.k, sn).view(B, S, H, dh)
-        v = _linear(sdt, w.v, sn).view(B, S, H, dh)
-        k_abs = torch.einsum("bsje,jed->bjsd", k, w.heads(w.q.weight.to(sdt))) / math.sqrt(dh)
-        v_abs = torch.einsum("bsje,dje->bjsd", v, w.o.weight.to(sdt).view(d, H, dh))
-        v_abs = (v_abs + w.o.bias.to(sdt) / H).reshape(B, H * S, d).to(dt)
-        logits = torch.bmm(k_abs.reshape(B, H * S, d).to(dt), hn.transpose(1, 2))
-        logits = logits.view(B, H, S, N)
+        # Write: entry n, head j attends over the slots with (W_q,j LN(h_n)) . k_sj
+        #   = (gamma * W_q,j^T k_sj) . h_n / rms_n + beta . W_q,j^T k_sj;
+        # the (centred) output projection folds into the slot values, b_o / H per head
+        # summing to b_o because each head's weights sum to one.
+        sn = _ln(P, "norm_write", slots)
+        k = _lin(P, "write.k", sn).view(B, S, H, dh)
+        v = _lin(P, "write.v", sn).view(B, S, H, dh)
+        k_abs = torch.einsum("bsje,jed->bjsd", k, W["write_q"])  # [B, H, S, d], scaled
+        k_beta = (k_abs @ beta).reshape(B, H * S, 1).to(dt)
+        v_abs = torch.einsum("bsje,dje->bjsd", v, W["write_o"]) + W["write_o_bias"]
+        logits = torch.bmm((k_abs * gamma).reshape(B, H * S, d).to(dt), h.transpose(1, 2))
+        logits = torch.addcmul(k_beta, logits, inv_rms).view(B, H, S, N)
         if tail_mask is not None:
             latent_ok = tail_mask.new_ones(B, self.cfg.n_latents)
             slot_ok = torch.cat([latent_ok, tail_mask], dim=1)  # [B, S]
@@ -205,15 +217,68 @@ class LensNet(nn.Module):
         attn = logits.softmax(dim=2).view(B, H * S, N)  # over slots, per head
         # z = h + attn^T v_abs, accumulated into h's buffer when no autograd graph needs h.
         residual = torch.baddbmm if torch.is_grad_enabled() else torch.Tensor.baddbmm_
-        z = residual(h, attn.transpose(1, 2), v_abs)  # [B, N, d]
+        z = residual(h, attn.transpose(1, 2), v_abs.reshape(B, H * S, d).to(dt))  # [B, N, d]
 
-        # Head: LayerNorm, one linear unit (a matrix-vector product), tanh in float32 kept
-        # strictly inside (-1, 1).
-        u = torch.mv(self.norm_out(z).view(B * N, d), self.head.weight[0]).view(B, N)
-        scores = torch.tanh(u.float() + self.head.bias.float()) * _INSIDE_ONE
+        # Head: w . LN(z) + b = (gamma_out * w) . z / rms(z) + (w . beta_out + b); tanh in
+        # float32, kept strictly inside (-1, 1).
+        u = torch.mv(z.view(B * N, d), W["head_w"]).view(B, N)
+        u = u.float() * _inv_rms(z, self.norm_out.eps).float() + W["head_offset"]
+        scores = torch.tanh(u) * _INSIDE_ONE
         if mask is not None:
             scores = scores.masked_fill(~mask, 0.0)
         return scores[0] if unbatched else scores
+
+    def read_queries(self, P: dict, slots: torch.Tensor) -> torch.Tensor:
+        """[..., S, d] slots -> [..., H, S, d] read queries with W_k and gamma absorbed:
+        q_sj . W_k,j LN(h_n) = (gamma * W_k,j^T q_sj) . h_n / rms_n + a per-slot constant."""
+        H, d = self.cfg.n_heads, self.cfg.width
+        q = _lin(P, "read.q", _ln(P, "norm_read", slots))
+        q = q.unflatten(-1, (H, d // H)).transpose(-3, -2)  # [..., H, S, dh]
+        w_k = P["read.k.weight"].view(H, 1, d // H, d) / math.sqrt(d // H)
+        return (q.unsqueeze(-2) @ w_k).squeeze(-2) * P["norm_entries.weight"]
+
+    def derive(self) -> dict:
+        """What forward derives from the parameters alone.
+
+        - `w_in`, `w_aux` (model dtype) and `write_o*` are centred: each output feature minus
+          the mean over the d features. h and z only ever enter LayerNorms, which ignore a
+          row's mean, so this changes no output; it makes every row mean-free, so forward
+          needs no [N, d] normalisation pass (LayerNorm(h) = gamma * h / rms(h) + beta).
+        - `slot_side`: float32 (at least) copies of every parameter, for the S-row math.
+        - `latent_queries`: the latents' read queries; `read_v`, `write_q`, `write_o`: the
+          per-head blocks the absorbed attentions use; `head_w`, `head_offset`: the head with
+          the output LayerNorm's gamma and beta folded in.
+        """
+        dt = self.dtype
+        P = {n: p.to(torch.promote_types(dt, torch.float32)) for n, p in self.named_parameters()}
+        H, d = self.cfg.n_heads, self.cfg.width
+        dh = d // H
+        w_aux = torch.cat([self.feat_proj.weight, self.in_proj.bias[:, None]], dim=1)  # [d, 4]
+        return {
+            "slot_side": P,
+            "w_in": _centred(self.in_proj.weight),  # [d, d_in]
+            "w_aux": _centred(w_aux),  # [d, 4]: features, then the bias
+            "latent_queries": self.read_queries(P, P["latents"]),  # [H, S_latent, d]
+            "read_v": P["read.v.weight"].view(H, dh, d),
+            "write_q": P["write.q.weight"].view(H, dh, d) / math.sqrt(dh),
+            "write_o": _centred(P["write.o.weight"]).view(d, H, dh),
+            "write_o_bias": _centred(P["write.o.bias"]) / H,
+            "head_w": (self.norm_out.weight * self.head.weight[0]).to(dt),  # [d]
+            "head_offset": (P["head.weight"][0] @ P["norm_out.bias"] + P["head.bias"]).float(),
+        }
+
+    def derived(self) -> dict:
+        """`derive()`, cached while autograd is off until a parameter changes (its version
+        counter or storage moves), so inference pays for it once; fresh (and differentiable)
+        whenever autograd is on. Writes through `param.data` bypass version counters: change
+        parameters in place under torch.no_grad(), with load_state_dict or an optimizer."""
+        params = list(self.parameters())
+        if torch.is_grad_enabled() or any(p.is_inference() for p in params):
+            return self.derive()  # (inference tensors carry no version counter)
+        stamp = tuple((p._version, p.data_ptr(), p.dtype) for p in params)
+        if self._derived_cache is None or self._derived_cache[0] != stamp:
+            self._derived_cache = (stamp, self.derive())
+        return self._derived_cache[1]
 
     def _check(self, x, features, mask, tail, tail_mask):
         check_tensor("x", x, floating=True)
@@ -256,16 +321,26 @@ class LensNet(nn.Module):
         return x, features, mask, tail, tail_mask, unbatched
 
 
-def _linear(dtype: torch.dtype, layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
-    """`layer(x)` computed in `dtype` (parameters cast; a no-op when they already are)."""
-    bias = None if layer.bias is None else layer.bias.to(dtype)
-    return F.linear(x, layer.weight.to(dtype), bias)
+def _centred(weight: torch.Tensor) -> torch.Tensor:
+    """A projection's weight [d, ...] (or bias [d]) minus its mean over the d outputs."""
+    return weight - weight.mean(dim=0, keepdim=True)
 
 
-def _norm(dtype: torch.dtype, norm: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
-    """`norm(x)` computed in `dtype`."""
-    return F.layer_norm(x, norm.normalized_shape, norm.weight.to(dtype), norm.bias.to(dtype),
-                        norm.eps)
+def _inv_rms(h: torch.Tensor, eps: float) -> torch.Tensor:
+    """1 / sqrt(mean(h^2, last dim) + eps) in float32 at least: LayerNorm's scale for a
+    mean-free row."""
+    norm = torch.linalg.vector_norm(h, dim=-1).to(torch.promote_types(h.dtype, torch.float32))
+    return torch.rsqrt(norm.square() / h.shape[-1] + eps)
+
+
+def _lin(P: dict, name: str, x: torch.Tensor) -> torch.Tensor:
+    """The linear layer `name` applied with the float32 copies in P."""
+    return F.linear(x, P[f"{name}.weight"], P.get(f"{name}.bias"))
+
+
+def _ln(P: dict, name: str, x: torch.Tensor) -> torch.Tensor:
+    """The LayerNorm `name` (eps 1e-5, the nn.LayerNorm default) with the copies in P."""
+    return F.layer_norm(x, x.shape[-1:], P[f"{name}.weight"], P[f"{name}.bias"], 1e-5)
 
 
 def tail_gists(tree, per_level: int = 2) -> torch.Tensor:

@@ -262,6 +262,26 @@ def test_gradient_reaches_every_parameter():
     assert not dead, f"no gradient reached {dead}"
 
 
+def test_inference_sees_every_parameter_update():
+    """After an optimizer step (or load_state_dict), the next forward pass - with or without
+    autograd, in inference mode too - uses the new weights: no stale precomputed state."""
+    x, f, _ = snapshot()
+    net = make_net(0)
+    with torch.inference_mode():
+        before = net(x, f)
+    opt = torch.optim.SGD(net.parameters(), lr=0.5)
+    net(x, f).square().sum().backward()
+    opt.step()
+    fresh = net(x, f).detach()
+    with torch.inference_mode():
+        after = net(x, f)
+    assert not torch.equal(after, before), "an optimizer step did not change inference scores"
+    assert torch.equal(after, fresh), f"stale inference scores: {(after - fresh).abs().max()}"
+    net.load_state_dict(make_net(1).state_dict())
+    with torch.inference_mode():
+        assert torch.equal(net(x, f), make_net(1)(x, f).detach()), "load_state_dict ignored"
+
+
 def test_empty_working_context_gives_no_scores():
     """N = 0 gives an empty float32 score tensor, and a batch row with no real entry scores
     all zero (no NaN from an empty softmax) (§4)."""

@@ -124,3 +124,28 @@ def test_tail_gists_with_zero_per_level_is_empty():
     tree.append(torch.randn(40, 6))
     assert tail_gists(tree, 0).shape == (0, 6)
     assert tail_gists(tree, 100).shape == (2 + 10, 6)
+
+
+def test_derived_cache_follows_parameter_changes():
+    """Inference reuses the parameter-derived tensors until a parameter changes in place, is
+    reloaded or moves to another dtype; the cached path equals the fresh (autograd) path."""
+    net, args = random_lens_case(torch.float32)
+    with torch.inference_mode():
+        first = net(*args)
+        assert net._derived_cache is not None
+        again = net(*args)
+    assert torch.equal(first, again) and torch.equal(first, net(*args).detach())
+    with torch.no_grad():
+        net.head.bias += 0.5
+    with torch.inference_mode():
+        moved = net(*args)
+    assert not torch.equal(moved, first) and torch.equal(moved, net(*args).detach())
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    state["latents"] += 1.0
+    net.load_state_dict(state)
+    with torch.no_grad():
+        reloaded = net(*args)
+    assert torch.equal(reloaded, net(*args).detach()) and not torch.equal(reloaded, moved)
+    net16 = net.to(torch.bfloat16)
+    with torch.no_grad():
+        assert torch.equal(net16(*args), net16(*args).detach())
