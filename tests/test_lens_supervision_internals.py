@@ -1,6 +1,7 @@
 """Reference internals of lens supervision (not part of the contract): rank pairs, LOD-map
 comparison, group broadcast, and the golden-vector generator."""
 
+import json
 import math
 
 import pytest
@@ -9,18 +10,36 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from megacontext import MCConfig, WorkingContext
-from megacontext.lens_loss import rank_pairs
+from megacontext.lens_loss import rank_hinge, rank_pairs
 from megacontext.lens_targets import check_number, compare_lod_maps, group_values
 from megacontext.lens_vectors import PATH, render
 from megacontext.supervision_telemetry import average_ranks
 
 
+def same_document(a, b, path="") -> list[str]:
+    """Differences between two JSON values: structure and non-floats exactly, floats to 1e-12
+    relative (a refactor may reorder a float64 sum; the stored vectors need not move)."""
+    if isinstance(a, float) and isinstance(b, float):
+        return [] if math.isclose(a, b, rel_tol=1e-12, abs_tol=1e-15) else [f"{path}: {a} {b}"]
+    if isinstance(a, dict) and isinstance(b, dict):
+        if a.keys() != b.keys():
+            return [f"{path}: keys {sorted(a)} vs {sorted(b)}"]
+        return [d for k in a for d in same_document(a[k], b[k], f"{path}.{k}")]
+    if isinstance(a, list) and isinstance(b, list):
+        if len(a) != len(b):
+            return [f"{path}: length {len(a)} vs {len(b)}"]
+        return [d for i, (x, y) in enumerate(zip(a, b, strict=True))
+                for d in same_document(x, y, f"{path}[{i}]")]
+    return [] if a == b and type(a) is type(b) else [f"{path}: {a!r} vs {b!r}"]
+
+
 def test_golden_vector_file_is_what_the_generator_writes():
-    """golden/vectors/lens_supervision.json is exactly `python -m megacontext.lens_vectors`:
-    the documented producer and the committed file cannot drift apart."""
-    assert PATH.read_text() == render(), (
-        f"{PATH} differs from megacontext/lens_vectors.py's output; if the change is "
-        f"intended, run `python -m megacontext.lens_vectors --write` and explain the diff")
+    """golden/vectors/lens_supervision.json is what `python -m megacontext.lens_vectors`
+    writes (floats to 1e-12): the documented producer and the committed file cannot drift."""
+    diffs = same_document(json.loads(PATH.read_text()), json.loads(render()))
+    assert not diffs, (
+        f"{PATH} differs from megacontext/lens_vectors.py's output: {diffs[:5]}; if the change "
+        f"is intended, run `python -m megacontext.lens_vectors --write` and explain the diff")
 
 
 @given(st.lists(st.sampled_from([-1.0, 0.0, 0.5, 2.0]) | st.floats(-3, 3), max_size=40),
@@ -41,6 +60,21 @@ def test_rank_pairs_are_ordered_bounded_and_include_sorted_neighbours(ts, rnd):
     for a, b in zip(order, order[1:], strict=False):
         if t[b] > t[a]:
             assert (a, b) in used, (a, b, sorted(used))
+
+
+@given(st.lists(st.sampled_from([-1.0, 0.0, 0.5]) | st.floats(-3, 3, width=32), max_size=30),
+       st.sampled_from([0.0, 0.1, 0.5]))
+def test_strided_rank_hinge_equals_the_mean_over_the_spelled_out_pairs(ts, margin):
+    """rank_hinge (strided slices of the sorted sequence) = mean hinge over rank_pairs."""
+    n = len(ts)
+    t = torch.tensor(ts, dtype=torch.float64)
+    s = torch.linspace(-1, 1, n, dtype=torch.float64).flip(0) ** 3  # misordered vs t mostly
+    c = torch.where(t < 0, 2.0, 1.0).to(torch.float64)
+    lo, hi = rank_pairs(t, s)
+    hinge = torch.relu(margin - (s[hi] - s[lo])) * (c[hi] + c[lo]) / 2
+    expected = float(hinge.sum()) / max(lo.shape[0], 1)
+    assert math.isclose(float(rank_hinge(s, t, c, margin)), expected, rel_tol=1e-12,
+                        abs_tol=1e-12), (ts, margin)
 
 
 def test_rank_pairs_are_deterministic():
