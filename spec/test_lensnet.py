@@ -45,10 +45,17 @@ _NETS: dict = {}
 
 
 def shared_net(dtype: torch.dtype = torch.float32):
-    """One net per dtype for read-only specs (hypothesis calls them many times)."""
+    """One net per dtype for read-only specs, called without autograd (hypothesis calls it
+    many times)."""
     if dtype not in _NETS:
         _NETS[dtype] = make_net(0, dtype)
-    return _NETS[dtype]
+    net = _NETS[dtype]
+
+    def score(*args, **kwargs):
+        with torch.no_grad():
+            return net(*args, **kwargs)
+
+    return score
 
 
 def snapshot(T: int = 300, seed: int = 0, cfg=WC_CFG, d: int = D_IN):
@@ -97,20 +104,34 @@ def test_scores_are_bitwise_deterministic_across_calls(dtype):
         )
 
 
-def scores_in_this_process() -> str:
-    """Hex bytes of the fp32 and bf16 scores of the canonical snapshot (run in a subprocess)."""
-    x, f, _ = snapshot()
-    with torch.no_grad():
-        out = [make_net(0, dt)(x, f).numpy().tobytes().hex() for dt in (torch.float32,
-                                                                         torch.bfloat16)]
+# Run in fresh interpreters (and here): only torch and the implementation under test, so each
+# subprocess starts fast. canonical_scores() -> hex bytes of the fp32 and bf16 scores.
+CANONICAL_SCORES = """
+import torch
+from spec.implementation import mc
+
+def canonical_scores():
+    cfg = mc.MCConfig(block_size=4, max_lod=2, budget=40, recent_tokens=6)
+    tree = mc.MegaContextTree(cfg, 24)
+    tree.append(torch.randn(300, 24, generator=torch.Generator().manual_seed(0)))
+    wc = mc.build_working_context(300, cfg)
+    x, f = tree.gather(wc), mc.lens_features(wc, 300, cfg)
+    out = []
+    for dtype in (torch.float32, torch.bfloat16):
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            net = mc.LensNet(mc.LensNetConfig(d_in=24, width=16, n_heads=2, n_latents=3))
+        with torch.no_grad():
+            out.append(net.to(dtype).eval()(x, f).numpy().tobytes().hex())
     return " ".join(out)
+"""
 
 
 def test_scores_are_bitwise_identical_in_two_fresh_processes():
     """Two fresh Python processes with the same thread count (1) compute bitwise identical
     fp32 and bf16 scores for the same seed and WC snapshot, equal to this process's (§8)."""
-    code = ("import torch; torch.set_num_threads(1); "
-            "from spec.test_lensnet import scores_in_this_process as f; print(f())")
+    code = ("import torch; torch.set_num_threads(1)\n" + CANONICAL_SCORES
+            + "\nprint(canonical_scores())")
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     procs = [subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env, text=True,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]
@@ -120,10 +141,12 @@ def test_scores_are_bitwise_identical_in_two_fresh_processes():
         assert p.returncode == 0, f"subprocess failed:\n{err}"
         outs.append(out.strip())
     assert outs[0] == outs[1], f"fresh processes disagree:\n{outs[0]}\n{outs[1]}"
+    namespace: dict = {}
+    exec(CANONICAL_SCORES, namespace)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        here = scores_in_this_process()
+        here = namespace["canonical_scores"]()
     finally:
         torch.set_num_threads(threads)
     assert outs[0] == here, f"subprocess {outs[0]}\nthis process {here}"
@@ -183,16 +206,14 @@ def test_padding_never_influences_real_entries(batch, garbage):
                                msg=lambda m: f"padding={garbage} lengths={lengths}: {m}")
 
 
-@given(S.lens_batches(D_IN, max_batch=1), st.randoms(use_true_random=False))
-def test_permuting_entries_permutes_scores(batch, rnd):
+@given(S.lens_batches(D_IN, max_batch=1), st.data())
+def test_permuting_entries_permutes_scores(batch, data):
     """Permutation equivariance: permuting entries together with their features permutes the
     scores the same way (no hidden dependence on entry order) (§8)."""
     x, f, lengths = batch
     n = lengths[0]
     x, f = x[0, :n], f[0, :n]
-    perm = list(range(n))
-    rnd.shuffle(perm)
-    perm = torch.tensor(perm, dtype=torch.int64)
+    perm = torch.tensor(data.draw(st.permutations(range(n))), dtype=torch.int64)
     net = shared_net()
     torch.testing.assert_close(net(x[perm], f[perm]), net(x, f)[perm], **BATCH_TOL,
                                msg=lambda m: f"perm={perm.tolist()}: {m}")
