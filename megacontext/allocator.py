@@ -21,7 +21,7 @@ import torch
 from .config import BLOCK_SCORE_MODES, MCConfig
 from .errors import InputError, InputTypeError, check_tensor
 from .legality import sibling_groups
-from .working_context import WorkingContext, as_numpy, check_working_context
+from .working_context import WorkingContext, as_numpy, validate_arrays
 
 EXPAND, COLLAPSE, EVICT = "expand", "collapse", "evict"
 
@@ -101,12 +101,12 @@ def aggregate(values: np.ndarray, how: str) -> float:
 
 def group_scores(x: np.ndarray, heads: np.ndarray, K: int, how: str) -> np.ndarray:
     """[G] scores of the groups of rows `heads[g] + 0..K-1`, exactly as `block_scores`."""
-    G = heads.shape[0]
-    vals = x[heads[:, None] + np.arange(K)]  # [G, K]
+    vals = x[np.arange(K)[:, None] + heads]  # [K, G]: member j of every group in row j
     if how == "max":
-        return vals.max(axis=1) if G else np.zeros(0, dtype=np.float64)
-    # bincount accumulates each bin left to right, in float64: the sequential sum.
-    return np.bincount(np.repeat(np.arange(G), K), weights=vals.ravel(), minlength=G) / K
+        return vals.max(axis=0)
+    # Reducing over the outer axis adds row after row: the sequential left-to-right sum that
+    # block_scores' bincount computes (a reduction along the inner axis would be pairwise).
+    return vals.sum(axis=0) / K
 
 
 def group_of(rows: np.ndarray, heads: np.ndarray, K: int) -> np.ndarray:
@@ -175,8 +175,10 @@ def focus_step(
     """
     if not isinstance(cfg, MCConfig):
         raise InputTypeError(f"cfg must be an MCConfig, got {type(cfg).__name__}")
-    spans = check_working_context(wc, T, cfg, check_budget=False)
+    if not isinstance(wc, WorkingContext):
+        raise InputTypeError(f"wc must be a WorkingContext, got {type(wc).__name__}")
     lods, starts, res = as_numpy(wc.lods), as_numpy(wc.starts), as_numpy(wc.residency)
+    spans = validate_arrays(lods, starts, res, T, cfg, check_budget=False)
     n_in = lods.shape[0]
     x = scores_as_float64(scores, n_in)
     K, budget, how = cfg.block_size, cfg.budget, cfg.block_score
@@ -255,8 +257,9 @@ def focus_step(
     left = cfg.max_actions
     min_res = cfg.min_residency
     group_ok = np.ones(G, dtype=bool)  # every member old enough
-    young = group_of(np.flatnonzero(res < min_res), heads, K)
-    group_ok[young[young >= 0]] = False
+    if min_res > 0 and G and res.min() < min_res:
+        young = group_of(np.flatnonzero(res < min_res), heads, K)
+        group_ok[young[young >= 0]] = False
     swap_groups = group_order[next_group:]
     swap_groups = swap_groups[group_ok[swap_groups]]
     swap_scores = gscore[swap_groups].tolist()  # ascending
@@ -264,10 +267,21 @@ def focus_step(
     n_swap = len(swap_groups)
     g_ptr = 0  # swap_groups[:g_ptr] are used
 
-    cand = np.flatnonzero((lods > 0) & (x > cfg.expand_threshold) & (res >= min_res))
+    wanted = (x > cfg.expand_threshold) & (lods > 0)
+    if min_res > 0:
+        wanted &= res >= min_res
+    cand = np.flatnonzero(wanted)
     cand_x = x[cand]
-    stop = False
-    for chunk in descending(cand_x, 2 * left + 1):
+    # From here on the loop only records: group ids collapsed, rows expanded, actions (as
+    # Actions built with tuple.__new__, half the cost of the NamedTuple constructor); the
+    # rows are edited in one vectorized pass afterwards.
+    collapsed: list[int] = []
+    group_gone = [False] * G  # collapsed (its members are gone)
+    for g in order[:next_group]:
+        group_gone[g] = True
+    make = tuple.__new__
+    stop = cand.shape[0] == 0
+    for chunk in () if stop else descending(cand_x, 2 * left + 1):
         rows = cand[chunk]
         for e, score, lod, start, own in zip(rows.tolist(), cand_x[chunk].tolist(),
                                              lods[rows].tolist(), starts[rows].tolist(),
@@ -275,7 +289,7 @@ def focus_step(
             if left == 0:
                 stop = True
                 break
-            if touched[e]:  # collapsed away by a swap or by the forced phase
+            if touched[e] or (own >= 0 and group_gone[own]):  # collapsed away, or evicted
                 continue
             if n + K - 1 > budget:
                 while g_ptr < n_swap and group_used[swap_groups[g_ptr]]:
@@ -286,11 +300,13 @@ def focus_step(
                 if j == n_swap or left < 2 or not score - swap_scores[j] > cfg.swap_margin:
                     stop = True
                     break
-                collapse_group(swap_groups[j])
+                g = swap_groups[j]
+                actions.append(make(Action, (COLLAPSE, head_lods[g], head_starts[g])))
+                collapsed.append(g)
+                group_used[g] = group_gone[g] = True
                 left -= 1
-            actions.append(Action(EXPAND, lod, start))
+            actions.append(make(Action, (EXPAND, lod, start)))
             expanded.append(e)
-            touched[e] = True
             if own >= 0:
                 group_used[own] = True
             n += K - 1
@@ -302,10 +318,18 @@ def focus_step(
     for j in range(g_ptr, n_swap):
         if left == 0 or not swap_scores[j] < -cfg.collapse_threshold:
             break
-        if not group_used[swap_groups[j]]:
-            collapse_group(swap_groups[j])
+        g = swap_groups[j]
+        if not group_used[g]:
+            actions.append(make(Action, (COLLAPSE, head_lods[g], head_starts[g])))
+            collapsed.append(g)
+            group_used[g] = True
             left -= 1
 
+    if collapsed:
+        h = heads[np.asarray(collapsed)]
+        alive_np[(h[:, None] + np.arange(1, K)).ravel()] = False
+        out_lods[h] += 1
+        created.extend(h.tolist())
     new_wc = build_result(lods, starts, res, spans, alive_np, out_lods, created, expanded, K)
     return new_wc, actions
 
@@ -338,9 +362,11 @@ def build_result(lods, starts, res, spans, alive, out_lods, created, expanded, K
     out_res = res + 1
     if created:
         out_res[np.asarray(created)] = 0
-    keep = np.flatnonzero(alive)  # [M] surviving rows, ascending
     if not expanded:
-        return WorkingContext.from_numpy(out_lods[keep], starts[keep], out_res[keep])
+        if alive.all():  # nothing collapsed or evicted (out_lods is already a copy)
+            return WorkingContext.from_numpy(out_lods, starts.copy(), out_res)
+        return WorkingContext.from_numpy(out_lods[alive], starts[alive], out_res[alive])
+    keep = np.flatnonzero(alive)  # [M] surviving rows, ascending
     exp = np.sort(np.asarray(expanded, dtype=np.int64))  # [E]
     at = np.searchsorted(keep, exp)  # where each expanded gist sits among the survivors
     counts = np.ones(keep.shape[0], dtype=np.int64)

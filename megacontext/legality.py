@@ -38,14 +38,14 @@ def sibling_groups(
     if spans is None:
         spans = span_table(cfg)[lods]
     m = n - K + 1
-    head_l, head_s, child_span = lods[:m], starts[:m], spans[:m]
-    # Cheap whole-array tests first; alignment (a division unless K is a power of two) and the
-    # tail only for the survivors, which are few except in long LOD0 runs.
-    ok = (lods[K - 1:] == head_l) & (starts[K - 1:] - head_s == (K - 1) * child_span)
-    ok &= head_l < cfg.max_lod
-    cand = np.flatnonzero(ok)
-    s, parent_span = head_s[cand], child_span[cand] * K
-    keep = is_multiple(s, parent_span, K) & (s + parent_span <= cfg.tail_start(T))
+    # Alignment to the parent span first (a bit mask when K is a power of two): it leaves
+    # about one entry in K, and the other tests run on those few.
+    parent_span = spans[:m] * K
+    cand = np.flatnonzero(is_multiple(starts[:m], parent_span, K))
+    head_l, head_s, parent_span = lods[cand], starts[cand], parent_span[cand]
+    last = cand + (K - 1)
+    keep = (lods[last] == head_l) & (starts[last] - head_s == parent_span // K * (K - 1))
+    keep &= (head_l < cfg.max_lod) & (head_s + parent_span <= cfg.tail_start(T))
     return cand[keep]
 
 

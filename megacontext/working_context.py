@@ -32,7 +32,10 @@ from .errors import (
 
 def as_numpy(t: torch.Tensor) -> np.ndarray:
     """A numpy view of an int64 CPU tensor (a copy only if it lives elsewhere)."""
-    return t.detach().cpu().numpy()
+    try:
+        return t.numpy()  # the common case, half the cost of detach().cpu().numpy()
+    except (RuntimeError, TypeError):  # requires grad, or not on the CPU
+        return t.detach().cpu().numpy()
 
 
 @dataclass(frozen=True, eq=False)
@@ -123,6 +126,13 @@ def is_multiple(values: np.ndarray, divisors: np.ndarray, K: int) -> np.ndarray:
     return values % divisors == 0
 
 
+def misaligned_any(starts: np.ndarray, spans: np.ndarray, K: int) -> bool:
+    """Whether any start is not a multiple of its span (spans are powers of K)."""
+    if K & (K - 1) == 0:
+        return bool((starts & (spans - 1)).any())
+    return bool((starts % spans).any())
+
+
 def validate_arrays(
     lods: np.ndarray,
     starts: np.ndarray,
@@ -138,7 +148,7 @@ def validate_arrays(
     breaking exactly one invariant always reports that one. Returns the entries' spans [N]
     (callers that go on to use them save a pass). Each check first asks a cheap question
     (a min/max, one comparison of whole arrays) and builds the per-entry mask that names the
-    offender only when that question fails: a valid WC at N = 8192 validates in ~15 µs.
+    offender only when that question fails.
     """
     T = check_int("T", T, minimum=0)
     if not isinstance(cfg, MCConfig):
@@ -150,6 +160,19 @@ def validate_arrays(
             raise CoverageError(f"the WC is empty but the tree holds T={T} tokens", None)
         return np.zeros(0, dtype=np.int64)
 
+    # Fast path for the common, valid case: one pass per question, and none of the per-entry
+    # masks. Contiguity, a first start >= 0 and a last end == T imply every gist's span is
+    # complete; the lods' uint64 view is > max_lod for negative lods too.
+    if lods.view(np.uint64).max() <= max_lod and residency.min() >= 0:
+        spans = span_table(cfg)[lods]
+        ends = starts + spans
+        first_in_tail = int(np.searchsorted(ends, cfg.tail_start(T), side="right"))
+        if (starts[0] >= 0 and ends[-1] == T and np.array_equal(ends[:-1], starts[1:])
+                and not misaligned_any(starts, spans, K) and not lods[first_in_tail:].any()
+                and (not check_budget or n <= cfg.budget)):
+            return spans
+
+    # Something is wrong: the checks in their fixed order, naming the first offender.
     if residency.min() < 0:
         i = int(np.argmax(residency < 0))
         raise InputError(f"residency[{i}] = {residency[i]} is negative")
