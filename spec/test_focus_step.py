@@ -337,6 +337,21 @@ def test_a_swap_counts_as_two_actions():
     assert actions == [], actions
     _, actions = run(T68, xs, budget=11, max_actions=2)
     assert actions == [mc.Action("collapse", 1, 48), mc.Action("expand", 2, 0)], actions
+    # two needles, each needing a swap, and 3 actions: one swap, then 1 action left: stop
+    xs = [0.0, 0.9, 0.0] + [-0.5] * 8 + [0.8] * 4 + [0.0] * 4
+    entries = [(2, 0), (2, 16), (2, 32)] + [(1, s) for s in range(48, 80, 4)] + [
+        (1, 80), (1, 84), (1, 88), (1, 92)] + [(0, t) for t in range(96, 100)]
+    _, actions = run(entries, xs, T=100, budget=len(entries), max_actions=3)
+    assert [a.kind for a in actions] == ["collapse", "expand", "collapse"], actions
+
+
+def test_an_entry_collapsed_by_a_swap_is_not_expanded_later():
+    """At most one action per entry: a gist collapsed away by a swap is skipped when its
+    own turn to expand comes (§5 step 5)."""
+    xs = [1.0, 0.5, -1.0, -1.0, -1.0] + [-0.2] * 4 + [0.0] * 8  # group at 16: -0.625
+    out, actions = run(LOD1_RUN, xs, budget=17)
+    assert actions == [mc.Action("collapse", 1, 16), mc.Action("expand", 2, 0),
+                       mc.Action("collapse", 1, 32)], actions
 
 
 def test_swap_needs_the_margin():
