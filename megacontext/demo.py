@@ -44,6 +44,31 @@ def section_baseline(rng: torch.Generator, out: TextIO) -> None:
         print(f"   {summary(wc, T, cfg)} gathered={tuple(vectors.shape)}\n", file=out)
 
 
+def section_focus(rng: torch.Generator, out: TextIO) -> None:
+    """A needle query: synthetic scores favour one old span; focus steps zoom in on it."""
+    cfg = MCConfig(block_size=16, max_lod=2, budget=256, recent_tokens=48, min_residency=0,
+                   max_actions=16)
+    T, needle = 4_000, (1_024, 1_280)  # the question is about tokens [1024, 1280)
+    wc = build_working_context(T, cfg)
+    print(f"== focus steps on a needle query, tokens [{needle[0]}, {needle[1]})  ({cfg})",
+          file=out)
+    print(render_lod_map(wc, T, cfg), file=out)
+    mark = {"expand": "+", "collapse": "-", "evict": "x"}
+    for step in range(1, 4):
+        starts, ends = wc.starts.double(), wc.ends(cfg).double()
+        age = 1.0 - starts / T  # older history is worth less ...
+        scores = -0.5 * age + 0.05 * torch.randn(len(wc), generator=rng, dtype=torch.float64)
+        scores[(starts < needle[1]) & (ends > needle[0])] = 0.9  # ... except the needle
+        wc, actions = focus_step(wc, scores.float(), T, cfg)
+        wc.validate(cfg, T)
+        shown = " ".join(f"{mark[a.kind]}{a.lod}@{a.start}" for a in actions[:6])
+        more = f" (+{len(actions) - 6} more)" if len(actions) > 6 else ""
+        print(f"   step {step}: {len(actions)} actions {shown or '-'}{more}", file=out)
+        print(render_lod_map(wc, T, cfg), file=out)
+    print(f"   {summary(wc, T, cfg)}  (+L@s expand, -L@s collapse a group, xL@s evict)\n",
+          file=out)
+
+
 def section_lensnet(rng: torch.Generator, out: TextIO) -> None:
     """Score a WC with an untrained LensNet and run focus steps on its scores, timing each."""
     cfg = MCConfig(block_size=16, max_lod=2, budget=256, recent_tokens=48, expand_threshold=0.05,
@@ -78,7 +103,7 @@ def section_lensnet(rng: torch.Generator, out: TextIO) -> None:
     print(f"   {summary(wc, T, cfg)}\n", file=out)
 
 
-SECTIONS = [section_baseline, section_lensnet]
+SECTIONS = [section_baseline, section_focus, section_lensnet]
 
 
 def run_demo(seed: int = 0, out: TextIO | None = None) -> None:
