@@ -296,19 +296,36 @@ def target_values() -> st.SearchStrategy[float]:
 
 
 @st.composite
-def loss_cases(draw, case_strategy=None, mask_kind: str | None = None):
-    """(cfg, T, wc, scores, targets, mask) for lens_loss: float32 scores in [-1, 1], targets
-    NaN wherever the mask is off (allowed: "not measured"), mask random/all/none."""
+def loss_cases(draw, case_strategy=None, mask_kind: str | None = None,
+               tied_targets: bool = False):
+    """(cfg, T, wc, scores, targets, mask) for lens_loss: float32 scores in [-1, 1] (spread,
+    tied or saturated), targets mixing ties, zeros and spread utilities (|t| >= 1e-3 or 0), NaN
+    wherever the mask is off (allowed: "not measured"), mask random/all/none. Values come from
+    a drawn seed (a few draws per example instead of three per entry). tied_targets: every
+    target from the five-value pool (long runs of equal targets, as best-variant targets)."""
     cfg, T, wc = draw((case_strategy or supervision_cases()).filter(lambda c: c[1] > 0))
     n = len(wc)
-    scores = draw(scores_for(n))
+    g = torch.Generator().manual_seed(draw(st.integers(0, 2**32 - 1)))
+    score_kind = draw(st.sampled_from(["spread", "ties", "saturated"]))
+    if score_kind == "spread":
+        scores = torch.rand(n, generator=g) * 2 - 1
+    elif score_kind == "ties":
+        scores = torch.tensor([-0.75, -0.25, 0.0, 0.25, 0.75])[torch.randint(5, (n,),
+                                                                                generator=g)]
+    else:
+        scores = torch.sign(torch.randn(n, generator=g)) * (1 - 1e-3 * torch.rand(n, generator=g))
+    pool = torch.tensor([0.0, 0.5, -0.5, 0.7615942, -0.7615942])
+    tied = pool[torch.randint(5, (n,), generator=g)]
+    spread = torch.randn(n, generator=g) * draw(st.sampled_from([1.0, 0.1, 3.0]))
+    spread = torch.where(spread.abs() < 1e-3, 0.0, spread)
+    p_tied = 1.0 if tied_targets else draw(st.sampled_from([0.5, 0.0, 1.0]))
+    targets = torch.where(torch.rand(n, generator=g) < p_tied, tied, spread)
     kind = mask_kind or draw(st.sampled_from(["random", "random", "all", "none"]))
     if kind == "random":
-        mask = draw(st.lists(st.booleans(), min_size=n, max_size=n))
+        mask = torch.rand(n, generator=g) < draw(st.sampled_from([0.5, 0.1, 0.9]))
     else:
-        mask = [kind == "all"] * n
-    t = [draw(target_values()) if m else NAN for m in mask]
-    return cfg, T, wc, scores, _f32(t), torch.tensor(mask, dtype=torch.bool)
+        mask = torch.full((n,), kind == "all")
+    return cfg, T, wc, scores, torch.where(mask, targets, NAN), mask
 
 
 def variant_losses() -> st.SearchStrategy[torch.Tensor]:

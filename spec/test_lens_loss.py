@@ -147,10 +147,11 @@ def test_budget_is_the_bounded_cost_weighted_imbalance_and_descent_reduces_it(ca
         cfg, T, wc, scores, targets, mask)
     assert 0.0 <= out.budget.item() <= 1.0, msg
     assert math.isclose(out.budget.item(), r * r, rel_tol=1e-4, abs_tol=1e-6), msg
-    step = 1e-3 / max(float(g.abs().max()), 1e-12)
-    P2, Q2 = cost_weighted_masses(scores - step * g, mask, wc, T, cfg)
+    # A step moving no score by more than 1e-3·|r| (in float64): first order dominates.
+    step = 1e-3 * min(abs(r), 1.0) / max(float(g.abs().max()), 1e-30)
+    P2, Q2 = cost_weighted_masses(scores.double() - step * g.double(), mask, wc, T, cfg)
     r2 = (P2 - Q2) / (P2 + Q2 + w.eps)
-    assert abs(r2) <= abs(r) + 1e-6, msg + f"\nimbalance {r} -> {r2}"
+    assert abs(r2) <= abs(r) * (1 + 1e-9) + 1e-12, msg + f"\nimbalance {r} -> {r2}"
 
 
 def test_budget_is_zero_when_expand_and_collapse_mass_balance():
@@ -256,11 +257,13 @@ def test_collapse_weight_scales_the_terms_on_negative_targets(case, cw):
         assert torch.allclose(gc[~neg], g1[~neg], rtol=1e-6, atol=0), msg
 
 
-@given(S.loss_cases(), st.randoms(use_true_random=False))
+@given(st.one_of(S.loss_cases(), S.loss_cases(tied_targets=True)),
+       st.randoms(use_true_random=False))
 def test_loss_is_invariant_to_permuting_entries(case, rnd):
     """reg, pref and rank are invariant under any permutation of (scores, targets, mask); the
     total is invariant under permutations that keep each entry's slot cost (budget weighs by
-    the entry's legal actions)."""
+    the entry's legal actions). Runs of tied targets included: the rank pairs must not depend
+    on the input order."""
     cfg, T, wc, scores, targets, mask = case
     n = len(wc)
     perm = list(range(n))
