@@ -97,7 +97,10 @@ def lens_loss(
     if not isinstance(weights, LensLossWeights):
         raise InputTypeError(f"weights must be a LensLossWeights, got {type(weights).__name__}")
     n_all = len(wc)
-    T = int(wc.ends(cfg)[-1]) if n_all else 0
+    # T = end of the last entry (coverage); the level is clipped only so that an invalid WC
+    # reaches validation, which names the real problem.
+    last_lod = min(max(int(wc.lods[-1]), 0), cfg.max_lod) if n_all else 0
+    T = int(wc.starts[-1]) + cfg.span(last_lod) if n_all else 0
     check_working_context(wc, T, cfg, check_budget=False)
     check_tensor("scores", scores, ndim=1, floating=True, length=n_all, length_of="wc",
                  finite=True)

@@ -305,8 +305,8 @@ def test_bf16_scores_match_fp32_and_get_bf16_gradients():
 
 
 def test_lens_loss_rejects_bad_input():
-    """NaN scores, masked NaN targets, wrong lengths, a non-bool mask and impossible weights
-    raise typed errors naming the argument (§4)."""
+    """NaN scores, masked NaN targets, wrong lengths, a non-bool mask, an invalid WC and
+    impossible weights raise typed errors naming the argument or invariant (§4)."""
     cfg = mc.MCConfig(block_size=4, max_lod=2, budget=64, recent_tokens=6)
     wc = S.make_wc([(1, 0), (1, 4), (1, 8), (1, 12), (1, 16)] + [(0, t) for t in range(20, 37)])
     n = len(wc)
@@ -321,6 +321,9 @@ def test_lens_loss_rejects_bad_input():
         mc.lens_loss(s[:-1], t, m, wc, cfg)
     with pytest.raises(TypeError, match="mask"):
         mc.lens_loss(s, t, m.float(), wc, cfg)
+    broken = S.make_wc([(0, 0), (0, 2)])  # a gap: the WC breaks contiguity
+    with pytest.raises(mc.ContiguityError):
+        mc.lens_loss(torch.zeros(2), torch.zeros(2), torch.ones(2, dtype=torch.bool), broken, cfg)
     for kw in ({"temperature": 0.0}, {"reg": -1.0}, {"margin": NAN}, {"target_scale": -2.0}):
         with pytest.raises(ValueError):
             mc.LensLossWeights(**kw)
