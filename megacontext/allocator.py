@@ -13,6 +13,7 @@ reproduce every decision bit for bit.
 from __future__ import annotations
 
 import heapq
+import math
 from typing import NamedTuple
 
 import numpy as np
@@ -47,7 +48,9 @@ def scores_as_float64(scores, n: int, name: str = "scores") -> np.ndarray:
     if scores.dtype not in (torch.float32, torch.float64):
         scores = scores.float()  # bf16/fp16 -> fp32 is exact; numpy has no bf16
     x = as_numpy(scores).astype(np.float64)
-    if not np.isfinite(x).all():
+    # One pass for the common case: a NaN or inf makes the sum non-finite (so can an overflow
+    # of huge finite scores, which the exact check below then lets through).
+    if not math.isfinite(x.sum()) and not np.isfinite(x).all():
         i = int(np.argmax(~np.isfinite(x)))
         raise InputError(f"{name} must be finite; {name}[{i}] = {x[i]}")
     return x
@@ -99,14 +102,14 @@ def aggregate(values: np.ndarray, how: str) -> float:
     return total / values.shape[0]
 
 
-def group_scores(x: np.ndarray, heads: np.ndarray, K: int, how: str) -> np.ndarray:
-    """[G] scores of the groups of rows `heads[g] + 0..K-1`, exactly as `block_scores`."""
-    vals = x[np.arange(K)[:, None] + heads]  # [K, G]: member j of every group in row j
+def group_scores(x: np.ndarray, members: np.ndarray, how: str) -> np.ndarray:
+    """[G] scores of the groups `members` ([K, G] rows), exactly as `block_scores`."""
+    vals = x[members]  # [K, G]: member j of every group in row j
     if how == "max":
         return vals.max(axis=0)
     # Reducing over the outer axis adds row after row: the sequential left-to-right sum that
     # block_scores' bincount computes (a reduction along the inner axis would be pairwise).
-    return vals.sum(axis=0) / K
+    return vals.sum(axis=0) / members.shape[0]
 
 
 def group_of(rows: np.ndarray, heads: np.ndarray, K: int) -> np.ndarray:
@@ -114,6 +117,11 @@ def group_of(rows: np.ndarray, heads: np.ndarray, K: int) -> np.ndarray:
     g = np.searchsorted(heads, rows, side="right") - 1
     inside = (g >= 0) & (rows < heads[np.maximum(g, 0)] + K) if heads.size else g >= 0
     return np.where(inside, g, -1)
+
+
+def member_rows(heads: np.ndarray, K: int) -> np.ndarray:
+    """[K, G] row of member j of group g (groups are rows heads[g] + 0..K-1)."""
+    return np.arange(K)[:, None] + heads
 
 
 # --- candidate orders -----------------------------------------------------------------------
@@ -185,7 +193,8 @@ def focus_step(
 
     heads = sibling_groups(lods, starts, T, cfg, spans=spans)  # [G] first member of each group
     G = heads.shape[0]
-    gscore = group_scores(x, heads, K, how)  # [G]
+    members = member_rows(heads, K)  # [K, G]
+    gscore = group_scores(x, members, how)  # [G]
     group_order = np.lexsort((heads, gscore))  # ascending score, ties: older group first
     heads_l, head_lods, head_starts = heads.tolist(), lods[heads].tolist(), starts[heads].tolist()
 
@@ -256,12 +265,13 @@ def focus_step(
     # 2. main phase: expansions, paired with swap collapses once the budget is full.
     left = cfg.max_actions
     min_res = cfg.min_residency
-    group_ok = np.ones(G, dtype=bool)  # every member old enough
-    if min_res > 0 and G and res.min() < min_res:
-        young = group_of(np.flatnonzero(res < min_res), heads, K)
-        group_ok[young[young >= 0]] = False
     swap_groups = group_order[next_group:]
-    swap_groups = swap_groups[group_ok[swap_groups]]
+    young = np.flatnonzero(res < min_res) if min_res > 0 else ()
+    if len(young) and G:  # only groups whose every member is old enough
+        group_ok = np.ones(G, dtype=bool)
+        g = group_of(young, heads, K)
+        group_ok[g[g >= 0]] = False
+        swap_groups = swap_groups[group_ok[swap_groups]]
     swap_scores = gscore[swap_groups].tolist()  # ascending
     swap_groups = swap_groups.tolist()
     n_swap = len(swap_groups)
@@ -283,12 +293,16 @@ def focus_step(
     stop = cand.shape[0] == 0
     for chunk in () if stop else descending(cand_x, 2 * left + 1):
         rows = cand[chunk]
+        # the group just before each candidate; it contains the candidate only if it reaches it
+        before = (np.searchsorted(heads, rows, side="right") - 1).tolist()
         for e, score, lod, start, own in zip(rows.tolist(), cand_x[chunk].tolist(),
                                              lods[rows].tolist(), starts[rows].tolist(),
-                                             group_of(rows, heads, K).tolist(), strict=True):
+                                             before, strict=True):
             if left == 0:
                 stop = True
                 break
+            if own >= 0 and e >= heads_l[own] + K:
+                own = -1
             if touched[e] or (own >= 0 and group_gone[own]):  # collapsed away, or evicted
                 continue
             if n + K - 1 > budget:
@@ -366,15 +380,15 @@ def build_result(lods, starts, res, spans, alive, out_lods, created, expanded, K
         if alive.all():  # nothing collapsed or evicted (out_lods is already a copy)
             return WorkingContext.from_numpy(out_lods, starts.copy(), out_res)
         return WorkingContext.from_numpy(out_lods[alive], starts[alive], out_res[alive])
-    keep = np.flatnonzero(alive)  # [M] surviving rows, ascending
     exp = np.sort(np.asarray(expanded, dtype=np.int64))  # [E]
+    out_lods[exp] -= 1  # each child: one level down, residency 0, start shifted below
+    out_res[exp] = 0
+    keep = np.flatnonzero(alive)  # [M] surviving rows, ascending
     at = np.searchsorted(keep, exp)  # where each expanded gist sits among the survivors
     counts = np.ones(keep.shape[0], dtype=np.int64)
     counts[at] = K
-    rows = np.repeat(keep, counts)
-    new_lods, new_starts, new_res = out_lods[rows], starts[rows], out_res[rows]
+    rows = np.repeat(keep, counts)  # an expanded gist's row K times
+    new_starts = starts[rows]
     kids = (at + (K - 1) * np.arange(exp.shape[0]))[:, None] + np.arange(K)  # [E, K] rows
-    new_lods[kids] = (lods[exp] - 1)[:, None]
-    new_starts[kids] = starts[exp][:, None] + (spans[exp] // K)[:, None] * np.arange(K)
-    new_res[kids] = 0
-    return WorkingContext.from_numpy(new_lods, new_starts, new_res)
+    new_starts[kids] += (spans[exp] // K)[:, None] * np.arange(K)
+    return WorkingContext.from_numpy(out_lods[rows], new_starts, out_res[rows])

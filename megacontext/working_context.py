@@ -11,6 +11,7 @@ half a millisecond in all.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -68,6 +69,7 @@ class WorkingContext:
 
     @classmethod
     def from_numpy(cls, lods, starts, residency=None) -> WorkingContext:
+        """A WC over int64 arrays (copied only if not already contiguous int64)."""
         lods = np.ascontiguousarray(lods, dtype=np.int64)
         starts = np.ascontiguousarray(starts, dtype=np.int64)
         res = np.zeros_like(lods) if residency is None else residency
@@ -111,8 +113,15 @@ class WorkingContext:
 
 
 def span_table(cfg: MCConfig) -> np.ndarray:
-    """[max_lod + 1] int64: `span(l) = K**l` for every level (indexed by lod)."""
-    return cfg.block_size ** np.arange(cfg.max_lod + 1, dtype=np.int64)
+    """[max_lod + 1] int64: `span(l) = K**l` for every level (indexed by lod). Read-only."""
+    return _span_table(cfg.block_size, cfg.max_lod)
+
+
+@functools.lru_cache(maxsize=64)
+def _span_table(K: int, max_lod: int) -> np.ndarray:
+    table = K ** np.arange(max_lod + 1, dtype=np.int64)
+    table.flags.writeable = False
+    return table
 
 
 def is_multiple(values: np.ndarray, divisors: np.ndarray, K: int) -> np.ndarray:
@@ -167,7 +176,7 @@ def validate_arrays(
         spans = span_table(cfg)[lods]
         ends = starts + spans
         first_in_tail = int(np.searchsorted(ends, cfg.tail_start(T), side="right"))
-        if (starts[0] >= 0 and ends[-1] == T and np.array_equal(ends[:-1], starts[1:])
+        if (starts[0] >= 0 and ends[-1] == T and (ends[:-1] == starts[1:]).all()
                 and not misaligned_any(starts, spans, K) and not lods[first_in_tail:].any()
                 and (not check_budget or n <= cfg.budget)):
             return spans

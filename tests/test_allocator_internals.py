@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 import megacontext as mc
 from benchmarks.loop_allocator import loop_focus_step
-from megacontext.allocator import descending, group_scores, sibling_run
+from megacontext.allocator import descending, group_scores, member_rows, sibling_run
 from megacontext.legality import sibling_groups
 from spec import strategies as S
 
@@ -90,7 +90,7 @@ def test_hot_path_group_scores_equal_block_scores(case, data):
     x = scores.double().numpy()
     for how in ("mean", "max"):
         want = mc.block_scores(scores, group_id, how).numpy()
-        assert np.array_equal(group_scores(x, heads, cfg.block_size, how), want), how
+        assert np.array_equal(group_scores(x, member_rows(heads, cfg.block_size), how), want), how
 
 
 def test_sibling_run_finds_a_completed_group_only():
