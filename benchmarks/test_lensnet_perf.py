@@ -3,13 +3,15 @@
 - LensNet forward at N = 1k, 8k, 32k, d_in = 768, fp32 and bf16 (absolute times: information;
   the design's target is <= 3 ms in bf16 at 8k on the 2-core AMX CPU it was written on).
 - Gates: t(8k) / t(1k) <= 9 (linear, not quadratic), and LensNet at 8k >= 20x faster than a
-  two-layer full-self-attention transformer of the same width (the in-run reference).
+  two-layer full-self-attention transformer of the same width (the in-run reference), both as
+  single-thread CPU-time ratios (robust on a shared machine; see the test).
 - GistNet throughput in blocks/s; batching many blocks must beat one block at a time.
 - A full focus step at 8k: gather + lens_features + LensNet + focus_step.
 
-Timings are medians of interleaved repetitions under torch.inference_mode, with the thread
-count reported in extra_info. Under `pytest -n auto` pytest-benchmark is disabled: every test
-runs once at a small size, untimed, as a smoke test, and asserts nothing about speed.
+Gate timings are the minimum of interleaved repetitions under torch.inference_mode (medians
+are printed and kept in extra_info too, with the thread count). Under `pytest -n auto`
+pytest-benchmark is disabled: every test runs once at a small size, untimed, as a smoke test,
+and asserts nothing about speed.
 """
 
 from __future__ import annotations
@@ -29,8 +31,10 @@ SCALING_MAX = 9.0
 SPEEDUP_MIN = 20.0
 
 
-def timed(fns: dict, rounds: int, warmup: int = 2) -> dict:
-    """Median seconds per call of each function, run interleaved so load drifts hit all."""
+def timed(fns: dict, rounds: int, warmup: int = 2, clock=time.perf_counter) -> dict:
+    """{name: (min, median)} seconds per call, the functions run interleaved so load drifts
+    hit all of them. Gates use the minimum: other processes only ever add time (on a shared
+    2-core machine a descheduled worker thread can stall a single op for milliseconds)."""
     with torch.inference_mode():
         for fn in fns.values():
             for _ in range(warmup):
@@ -38,10 +42,10 @@ def timed(fns: dict, rounds: int, warmup: int = 2) -> dict:
         samples = {k: [] for k in fns}
         for _ in range(rounds):
             for k, fn in fns.items():
-                t0 = time.perf_counter()
+                t0 = clock()
                 fn()
-                samples[k].append(time.perf_counter() - t0)
-    return {k: statistics.median(v) for k, v in samples.items()}
+                samples[k].append(clock() - t0)
+    return {k: (min(v), statistics.median(v)) for k, v in samples.items()}
 
 
 def lens_inputs(n: int, dtype: torch.dtype, seed: int = 0):
@@ -99,7 +103,10 @@ def test_lensnet_forward(benchmark, n, dtype):
 @pytest.mark.parametrize("dtype", list(DTYPES))
 def test_lensnet_is_linear_and_beats_full_attention(benchmark, dtype):
     """Gates (same run): t(8k)/t(1k) <= 9 and the full-attention reference at 8k is >= 20x
-    slower than LensNet at 8k."""
+    slower than LensNet at 8k. Both ratios compare single-thread CPU time (time.thread_time
+    with torch on one thread): on a shared machine wall time with two threads depends on when
+    the other thread gets scheduled, CPU time does not, and neither ratio depends on threads.
+    Wall times with the default threads are reported alongside."""
     dt = DTYPES[dtype]
     net = make_lensnet(dt)
     ref = FullAttentionReference(D_IN, net.cfg.width, net.cfg.n_heads).to(dt).eval()
@@ -116,17 +123,29 @@ def test_lensnet_is_linear_and_beats_full_attention(benchmark, dtype):
         with torch.inference_mode():
             ref(x8[None])
         return
-    t = timed({"lens1k": lambda: net(x1, f1), "lens8k": lens8}, rounds=30)
-    t_ref = timed({"ref8k": lambda: ref(x8[None])}, rounds=3, warmup=1)["ref8k"]
-    scaling, speedup = t["lens8k"] / t["lens1k"], t_ref / t["lens8k"]
+    wall = timed({"lens1k": lambda: net(x1, f1), "lens8k": lens8}, rounds=40)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        cpu = timed({"lens1k": lambda: net(x1, f1), "lens8k": lens8}, rounds=40,
+                    clock=time.thread_time)
+        cpu_ref = timed({"ref8k": lambda: ref(x8[None])}, rounds=2, warmup=0,
+                        clock=time.thread_time)["ref8k"][0]
+    finally:
+        torch.set_num_threads(threads)
+    l1, l8 = cpu["lens1k"][0], cpu["lens8k"][0]
+    scaling, speedup = l8 / l1, cpu_ref / l8
     benchmark.extra_info.update(
-        threads=torch.get_num_threads(), lens_1k_ms=1e3 * t["lens1k"],
-        lens_8k_ms=1e3 * t["lens8k"], reference_8k_ms=1e3 * t_ref, scaling_8k_over_1k=scaling,
-        speedup_vs_reference=speedup,
+        threads=threads, scaling_8k_over_1k=scaling, speedup_vs_reference=speedup,
+        cpu_1thread_ms={"lens1k": 1e3 * l1, "lens8k": 1e3 * l8, "reference8k": 1e3 * cpu_ref},
+        wall_ms_min_median={k: [1e3 * v[0], 1e3 * v[1]] for k, v in wall.items()},
     )
-    print(f"\n[{dtype}, {torch.get_num_threads()} threads] LensNet 1k {1e3 * t['lens1k']:.2f} ms, "
-          f"8k {1e3 * t['lens8k']:.2f} ms (x{scaling:.2f}); full-attention reference 8k "
-          f"{1e3 * t_ref:.0f} ms (LensNet {speedup:.0f}x faster)")
+    print(f"\n[{dtype}] wall, {threads} threads, min (median): LensNet 1k "
+          f"{1e3 * wall['lens1k'][0]:.2f} ({1e3 * wall['lens1k'][1]:.2f}) ms, 8k "
+          f"{1e3 * wall['lens8k'][0]:.2f} ({1e3 * wall['lens8k'][1]:.2f}) ms\n"
+          f"[{dtype}] CPU time, 1 thread, min: LensNet 1k {1e3 * l1:.2f} ms, 8k {1e3 * l8:.2f} ms "
+          f"(x{scaling:.2f}); full-attention reference 8k {1e3 * cpu_ref:.0f} ms (LensNet "
+          f"{speedup:.0f}x faster)")
     assert scaling <= SCALING_MAX, f"{dtype}: t(8k)/t(1k) = {scaling:.2f} > {SCALING_MAX}"
     assert speedup >= SPEEDUP_MIN, f"{dtype}: only {speedup:.1f}x faster than full attention"
 
@@ -149,12 +168,12 @@ def test_gistnet_throughput(benchmark, dtype):
     if benchmark.disabled:
         return
     t = timed({"batched": batched, "one": lambda: net(blocks[:1], 1)}, rounds=7)
-    per_block_batched, per_block_one = t["batched"] / B, t["one"]
+    per_block_batched, per_block_one = t["batched"][0] / B, t["one"][0]
     benchmark.extra_info.update(threads=torch.get_num_threads(),
                                 blocks_per_s=1 / per_block_batched,
                                 blocks_per_s_one_at_a_time=1 / per_block_one)
     print(f"\n[{dtype}] GistNet {1 / per_block_batched:.0f} blocks/s batched x{B}, "
-          f"{1 / per_block_one:.0f} blocks/s one at a time")
+          f"{1 / per_block_one:.0f} blocks/s one at a time (best of 7)")
     assert per_block_one >= 2 * per_block_batched, (
         f"{dtype}: batching is only {per_block_one / per_block_batched:.2f}x faster per block"
     )
@@ -191,5 +210,6 @@ def test_full_focus_step_at_8k(benchmark):
                "lensnet": lambda: net(x, f), "focus_step": lambda: mc.focus_step(wc, s, T, cfg)},
               rounds=20)
     benchmark.extra_info.update(threads=torch.get_num_threads(), N=len(wc),
-                                **{f"{k}_ms": 1e3 * v for k, v in t.items()})
-    print(f"\n[bf16, N={len(wc)}] " + ", ".join(f"{k} {1e3 * v:.2f} ms" for k, v in t.items()))
+                                **{f"{k}_ms": 1e3 * v[0] for k, v in t.items()})
+    print(f"\n[bf16, N={len(wc)}, min (median)] "
+          + ", ".join(f"{k} {1e3 * v[0]:.2f} ({1e3 * v[1]:.2f}) ms" for k, v in t.items()))
