@@ -9,6 +9,7 @@ Choose with `--hypothesis-profile NAME` or MEGACONTEXT_HYPOTHESIS_PROFILE=NAME.
 
 import os
 
+import pytest
 from hypothesis import HealthCheck, settings
 
 _common = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow], print_blob=True)
@@ -29,6 +30,19 @@ def pytest_configure(config):
         import torch
 
         torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """For modules of tiny tensor ops: with several threads each op pays an OpenMP wake-up that
+    on a busy 2-core machine costs more than the work. Use with
+    `pytestmark = pytest.mark.usefixtures("one_torch_thread")`."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def pytest_addoption(parser):

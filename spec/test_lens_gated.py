@@ -24,14 +24,7 @@ STD_ONLY, REC_ONLY, DISC_ONLY = (0.0, -INF, -INF), (-INF, 0.0, -INF), (-INF, -IN
 seeds = st.integers(0, 2**16)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These shapes are tiny: with several threads each op pays an OpenMP wake-up that, on a
-    busy 2-core machine, costs milliseconds (20x the work), so run this module single-threaded."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def randomize(module, seed: int, scale: float = 0.5):

@@ -23,13 +23,7 @@ GPT2 = dict(n_embd=768, n_head=12)  # 12 heads of 64
 N_LAYER = 12
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small shapes: avoid multi-thread wake-ups on a busy 2-core machine (see test_lens_gated)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def gpt2_blocks(**options):

@@ -8,13 +8,7 @@ import torch.nn.functional as F
 import megacontext as mc
 from megacontext.lens_gated import causal_attention, lens_logits
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def qk(seed=0, B=2, H=3, T=5, D=4):

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 import megacontext
+from spec.golden import render_json
 
 PATH = Path(__file__).resolve().parents[1] / "golden" / "vectors" / "lensnet.json"
 CONFIG = dict(d_in=8, width=8, n_heads=2, n_latents=2, slot_mlp_ratio=2)
@@ -148,23 +149,12 @@ def build_vectors() -> dict:
     }
 
 
-def render(obj, depth: int = 0) -> str:
-    """JSON with one line per list of numbers (a weight, a row), readable in a diff."""
-    pad, inner = " " * depth, " " * (depth + 1)
-    if isinstance(obj, dict):
-        items = [f"{inner}{json.dumps(k)}: {render(v, depth + 1)}" for k, v in obj.items()]
-        text = "{\n" + ",\n".join(items) + f"\n{pad}}}"
-    elif isinstance(obj, list) and any(isinstance(x, list | dict) for x in obj):
-        text = "[\n" + ",\n".join(inner + render(x, depth + 1) for x in obj) + f"\n{pad}]"
-    else:
-        text = json.dumps(obj)
-    return text + ("\n" if depth == 0 else "")
 
 
 def test_golden_lensnet_vectors_match_the_float64_generator():
     """golden/vectors/lensnet.json holds exactly what the independent float64 generator
     produces (set MEGACONTEXT_WRITE_VECTORS=1 to rewrite it, then review the diff)."""
-    text = render(build_vectors())
+    text = render_json(build_vectors())
     if os.environ.get("MEGACONTEXT_WRITE_VECTORS") == "1":
         PATH.parent.mkdir(parents=True, exist_ok=True)
         PATH.write_text(text)
