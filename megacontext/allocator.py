@@ -12,6 +12,7 @@ reproduce every decision bit for bit.
 
 from __future__ import annotations
 
+import functools
 import heapq
 import math
 from typing import NamedTuple
@@ -22,7 +23,7 @@ import torch
 from .config import BLOCK_SCORE_MODES, MCConfig
 from .errors import InputError, InputTypeError, check_tensor
 from .legality import sibling_groups
-from .working_context import WorkingContext, as_numpy, validate_arrays
+from .working_context import WorkingContext, as_numpy, validate_layout
 
 EXPAND, COLLAPSE, EVICT = "expand", "collapse", "evict"
 
@@ -44,16 +45,48 @@ class Action(NamedTuple):
 
 def scores_as_float64(scores, n: int, name: str = "scores") -> np.ndarray:
     """Check a score vector (floating, 1-D, length n, finite) and return it as float64 [n]."""
+    return scores_as_numpy(scores, n, name).astype(np.float64)
+
+
+def scores_as_numpy(scores, n: int, name: str = "scores") -> np.ndarray:
+    """Check a score vector (floating, 1-D, length n, finite) and return a float32 or float64
+    numpy view of it (bf16/fp16 converted to float32, exactly).
+
+    The focus step compares and sums scores in float64 but converts only the few it needs
+    (group members, candidates): a float32 -> float64 copy of all N scores is a pass it can
+    skip. Thresholds are compared through `exceeds`, which is exact for float32.
+    """
     check_tensor(name, scores, ndim=1, floating=True, length=n, length_of="the working context")
     if scores.dtype not in (torch.float32, torch.float64):
         scores = scores.float()  # bf16/fp16 -> fp32 is exact; numpy has no bf16
-    x = as_numpy(scores).astype(np.float64)
+    x = as_numpy(scores)
     # One pass for the common case: a NaN or inf makes the sum non-finite (so can an overflow
     # of huge finite scores, which the exact check below then lets through).
     if not math.isfinite(x.sum()) and not np.isfinite(x).all():
         i = int(np.argmax(~np.isfinite(x)))
         raise InputError(f"{name} must be finite; {name}[{i}] = {x[i]}")
     return x
+
+
+def exceeds(x: np.ndarray, threshold: float) -> np.ndarray:
+    """`x > threshold` [n] bool, compared as real numbers (as in float64) for float32 `x` too.
+
+    numpy would round a Python float threshold to float32 first, which can flip a comparison;
+    for float32 x, `x > t` holds exactly when x > the largest float32 <= t.
+    """
+    if x.dtype == np.float64:
+        return x > threshold
+    return x > float32_below(threshold)
+
+
+@functools.lru_cache(maxsize=64)
+def float32_below(threshold: float) -> np.float32:
+    """The largest float32 <= threshold (float32's max for a threshold beyond its range)."""
+    with np.errstate(over="ignore"):
+        t32 = np.float32(threshold)  # nearest; inf beyond float32's range
+    if float(t32) > threshold:
+        t32 = np.nextafter(t32, np.float32(-np.inf))
+    return t32
 
 
 def block_scores(scores: torch.Tensor, group_id: torch.Tensor, how: str = "mean") -> torch.Tensor:
@@ -104,7 +137,7 @@ def aggregate(values: np.ndarray, how: str) -> float:
 
 def group_scores(x: np.ndarray, members: np.ndarray, how: str) -> np.ndarray:
     """[G] scores of the groups `members` ([K, G] rows), exactly as `block_scores`."""
-    vals = x[members]  # [K, G]: member j of every group in row j
+    vals = x[members].astype(np.float64, copy=False)  # [K, G]: member j of group g in row j
     if how == "max":
         return vals.max(axis=0)
     # Reducing over the outer axis adds row after row: the sequential left-to-right sum that
@@ -186,12 +219,13 @@ def focus_step(
     if not isinstance(wc, WorkingContext):
         raise InputTypeError(f"wc must be a WorkingContext, got {type(wc).__name__}")
     lods, starts, res = as_numpy(wc.lods), as_numpy(wc.starts), as_numpy(wc.residency)
-    spans = validate_arrays(lods, starts, res, T, cfg, check_budget=False)
+    spans, ends, first_in_tail = validate_layout(lods, starts, res, T, cfg, check_budget=False)
     n_in = lods.shape[0]
-    x = scores_as_float64(scores, n_in)
+    x = scores_as_numpy(scores, n_in)  # float32 or float64 [N]
     K, budget, how = cfg.block_size, cfg.budget, cfg.block_score
 
-    heads = sibling_groups(lods, starts, T, cfg, spans=spans)  # [G] first member of each group
+    # [G] first member of each group
+    heads = sibling_groups(lods, starts, T, cfg, spans, ends, first_in_tail)
     G = heads.shape[0]
     members = member_rows(heads, K)  # [K, G]
     gscore = group_scores(x, members, how)  # [G]
@@ -229,7 +263,7 @@ def focus_step(
     order, gscore_l = group_order.tolist(), gscore.tolist()
     next_group = 0  # order[:next_group] were collapsed here
     if n > budget:
-        cur_score = x.copy()  # a parent's score is its group's score
+        cur_score = x.astype(np.float64)  # a parent's score is its group's score
         cascaded: list[tuple[float, int, int, int, np.ndarray]] = []  # heap of new groups
         while n > budget:
             g = order[next_group] if next_group < G else -1
@@ -266,7 +300,10 @@ def focus_step(
     left = cfg.max_actions
     min_res = cfg.min_residency
     swap_groups = group_order[next_group:]
-    young = np.flatnonzero(res < min_res) if min_res > 0 else ()
+    # Only rows before the tail can be gists or group members; the common case (every one of
+    # them old enough, the young ones being new tokens in the tail) costs one reduction.
+    any_young = min_res > 0 and first_in_tail > 0 and res[:first_in_tail].min() < min_res
+    young = np.flatnonzero(res[:first_in_tail] < min_res) if any_young else ()
     if len(young) and G:  # only groups whose every member is old enough
         group_ok = np.ones(G, dtype=bool)
         g = group_of(young, heads, K)
@@ -277,11 +314,12 @@ def focus_step(
     n_swap = len(swap_groups)
     g_ptr = 0  # swap_groups[:g_ptr] are used
 
-    wanted = (x > cfg.expand_threshold) & (lods > 0)
-    if min_res > 0:
-        wanted &= res >= min_res
+    wanted = exceeds(x[:first_in_tail], cfg.expand_threshold)
+    wanted &= lods[:first_in_tail] > 0
+    if any_young:
+        wanted &= res[:first_in_tail] >= min_res
     cand = np.flatnonzero(wanted)
-    cand_x = x[cand]
+    cand_x = x[cand].astype(np.float64, copy=False)
     # From here on the loop only records: group ids collapsed, rows expanded, actions (as
     # Actions built with tuple.__new__, half the cost of the NamedTuple constructor); the
     # rows are edited in one vectorized pass afterwards.
@@ -290,6 +328,7 @@ def focus_step(
     for g in order[:next_group]:
         group_gone[g] = True
     make = tuple.__new__
+    swap_margin, collapse_below = cfg.swap_margin, -cfg.collapse_threshold
     stop = cand.shape[0] == 0
     for chunk in () if stop else descending(cand_x, 2 * left + 1):
         rows = cand[chunk]
@@ -311,7 +350,7 @@ def focus_step(
                 j = g_ptr
                 while j < n_swap and (group_used[swap_groups[j]] or swap_groups[j] == own):
                     j += 1
-                if j == n_swap or left < 2 or not score - swap_scores[j] > cfg.swap_margin:
+                if j == n_swap or left < 2 or not score - swap_scores[j] > swap_margin:
                     stop = True
                     break
                 g = swap_groups[j]
@@ -330,7 +369,7 @@ def focus_step(
 
     # 3. voluntary collapses of what is left, lowest score first.
     for j in range(g_ptr, n_swap):
-        if left == 0 or not swap_scores[j] < -cfg.collapse_threshold:
+        if left == 0 or not swap_scores[j] < collapse_below:
             break
         g = swap_groups[j]
         if not group_used[g]:
@@ -339,12 +378,9 @@ def focus_step(
             group_used[g] = True
             left -= 1
 
-    if collapsed:
-        h = heads[np.asarray(collapsed)]
-        alive_np[(h[:, None] + np.arange(1, K)).ravel()] = False
-        out_lods[h] += 1
-        created.extend(h.tolist())
-    new_wc = build_result(lods, starts, res, spans, alive_np, out_lods, created, expanded, K)
+    merged = heads[collapsed] if collapsed else None  # [C] rows of the main-phase parents
+    new_wc = build_result(lods, starts, res, spans, alive_np, out_lods, created, merged,
+                          expanded, K)
     return new_wc, actions
 
 
@@ -370,25 +406,35 @@ def sibling_run(head: int, lod: int, starts: np.ndarray, alive: np.ndarray,
     return None
 
 
-def build_result(lods, starts, res, spans, alive, out_lods, created, expanded, K):
+def build_result(lods, starts, res, spans, alive, out_lods, created, merged, expanded, K):
     """The new WC: surviving rows (parents at their new lod), each expanded gist replaced by
-    its K children. Survivors' residency + 1; parents and children 0."""
-    out_res = res + 1
-    if created:
-        out_res[np.asarray(created)] = 0
-    if not expanded:
-        if alive.all():  # nothing collapsed or evicted (out_lods is already a copy)
-            return WorkingContext.from_numpy(out_lods, starts.copy(), out_res)
-        return WorkingContext.from_numpy(out_lods[alive], starts[alive], out_res[alive])
-    exp = np.sort(np.asarray(expanded, dtype=np.int64))  # [E]
-    out_lods[exp] -= 1  # each child: one level down, residency 0, start shifted below
-    out_res[exp] = 0
-    keep = np.flatnonzero(alive)  # [M] surviving rows, ascending
-    at = np.searchsorted(keep, exp)  # where each expanded gist sits among the survivors
-    counts = np.ones(keep.shape[0], dtype=np.int64)
-    counts[at] = K
-    rows = np.repeat(keep, counts)  # an expanded gist's row K times
-    new_starts = starts[rows]
-    kids = (at + (K - 1) * np.arange(exp.shape[0]))[:, None] + np.arange(K)  # [E, K] rows
-    new_starts[kids] += (spans[exp] // K)[:, None] * np.arange(K)
-    return WorkingContext.from_numpy(out_lods[rows], new_starts, out_res[rows])
+    its K children. Survivors' residency + 1; parents and children 0.
+
+    `alive`/`out_lods`/`created` carry the forced phase's edits (`created` may name rows that
+    later died); `merged` [C] are the heads of the main-phase collapses (not yet applied:
+    their other members die here, their lod goes up one); `expanded` the expanded rows.
+    """
+    n = lods.shape[0]
+    counts = alive.astype(np.intp)  # output rows per input row: 0 dead, 1 kept, K expanded
+    if merged is not None:
+        counts[(merged[:, None] + np.arange(1, K)).ravel()] = 0
+        out_lods[merged] += 1
+    if expanded:
+        expanded.sort()
+        exp = np.array(expanded, dtype=np.intp)  # [E]
+        out_lods[exp] -= 1  # each child: one level down, residency 0, start shifted below
+        counts[exp] = K
+    rows = np.repeat(np.arange(n), counts)  # ascending; an expanded row K times
+    new_lods, new_starts, new_res = out_lods[rows], starts[rows], res[rows]
+    new_res += 1
+    if created:  # forced parents that survived
+        born = np.array(created, dtype=np.intp)
+        born = born[alive[born]]
+        new_res[np.searchsorted(rows, born)] = 0
+    if merged is not None:
+        new_res[np.searchsorted(rows, merged)] = 0
+    if expanded:
+        kids = np.searchsorted(rows, exp)[:, None] + np.arange(K)  # [E, K] output rows
+        new_res[kids] = 0
+        new_starts[kids] += (spans[exp] // K)[:, None] * np.arange(K)
+    return WorkingContext._from_trusted(new_lods, new_starts, new_res)

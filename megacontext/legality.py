@@ -7,6 +7,8 @@ Legality here is structural: levels, alignment, complete spans, the protected ta
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 
@@ -15,38 +17,63 @@ from .working_context import (
     WorkingContext,
     as_numpy,
     check_working_context,
-    is_multiple,
     span_table,
 )
 
 
 def sibling_groups(
-    lods: np.ndarray, starts: np.ndarray, T: int, cfg: MCConfig, spans: np.ndarray | None = None
+    lods: np.ndarray,
+    starts: np.ndarray,
+    T: int,
+    cfg: MCConfig,
+    spans: np.ndarray | None = None,
+    ends: np.ndarray | None = None,
+    first_in_tail: int | None = None,
 ) -> np.ndarray:
     """Start index of every collapsible sibling group, ascending. `lods`/`starts` must be valid.
 
     A group is K consecutive entries of one level l < max_lod whose first start is a multiple
     of span(l+1) and whose parent span is complete and outside the protected tail. Because
-    entries tile contiguously, K entries starting at an aligned s with the K-th at lod l and
-    start s + (K-1)·span(l) must all be at lod l (any coarser one would have to cover s, any
-    finer one would leave the K entries short of the parent span), so one shifted comparison
-    per entry finds every group. `spans` (= K**lods, if the caller has it) saves a pass.
+    entries tile contiguously, an entry of level l at a start s aligned to span(l+1) heads a
+    group iff the K-th entry from it ends at s + span(l+1): the K entries then fill the parent
+    span, none can be coarser (it would have to start at s) and so none finer. The group lies
+    before the tail iff that K-th entry does, i.e. its row is before `first_in_tail` (the first
+    row reaching into the tail). `spans`, `ends`, `first_in_tail` (from `validate_layout`, if
+    the caller has them) save passes.
     """
     K, n = cfg.block_size, lods.shape[0]
-    if n < K:
-        return np.zeros(0, dtype=np.int64)
     if spans is None:
         spans = span_table(cfg)[lods]
-    m = n - K + 1
-    # Alignment to the parent span first (a bit mask when K is a power of two): it leaves
-    # about one entry in K, and the other tests run on those few.
-    parent_span = spans[:m] * K
-    cand = np.flatnonzero(is_multiple(starts[:m], parent_span, K))
-    head_l, head_s, parent_span = lods[cand], starts[cand], parent_span[cand]
-    last = cand + (K - 1)
-    keep = (lods[last] == head_l) & (starts[last] - head_s == parent_span // K * (K - 1))
-    keep &= (head_l < cfg.max_lod) & (head_s + parent_span <= cfg.tail_start(T))
+    if ends is None:
+        ends = starts + spans
+    if first_in_tail is None:
+        first_in_tail = int(np.searchsorted(ends, cfg.tail_start(T), side="right"))
+    m = min(n, first_in_tail) - K + 1  # heads whose K-th entry ends before the tail
+    if m <= 0:
+        return np.zeros(0, dtype=np.int64)
+    # Alignment to the parent span first: it leaves about one entry in K.
+    head = starts[:m]
+    if K & (K - 1) == 0:  # a bit mask per level (span(l+1) - 1); int64 division is slow
+        cand = np.flatnonzero((head & parent_masks(cfg)[lods[:m]]) == 0)
+    else:
+        cand = np.flatnonzero(head % (spans[:m] * K) == 0)
+    parent_span = spans[cand] * K
+    keep = ends[cand + (K - 1)] == starts[cand] + parent_span
+    keep &= lods[cand] < cfg.max_lod
     return cand[keep]
+
+
+def parent_masks(cfg: MCConfig) -> np.ndarray:
+    """[max_lod + 1] int64: `span(l + 1) - 1` per level; -1 (every bit) for max_lod, which has
+    no parent (and whose span(max_lod + 1) may not fit in int64)."""
+    return _parent_masks(cfg.block_size, cfg.max_lod)
+
+
+@functools.lru_cache(maxsize=64)
+def _parent_masks(K: int, max_lod: int) -> np.ndarray:
+    table = np.append(K ** np.arange(1, max_lod + 1, dtype=np.int64) - 1, -1)
+    table.flags.writeable = False
+    return table
 
 
 def legal_actions(wc: WorkingContext, T: int, cfg: MCConfig) -> tuple[torch.Tensor, torch.Tensor]:

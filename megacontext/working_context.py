@@ -76,6 +76,19 @@ class WorkingContext:
         res = np.ascontiguousarray(res, dtype=np.int64)
         return cls(torch.from_numpy(lods), torch.from_numpy(starts), torch.from_numpy(res))
 
+    @classmethod
+    def _from_trusted(cls, lods: np.ndarray, starts: np.ndarray, residency: np.ndarray):
+        """A WC over arrays the caller built itself: contiguous int64, 1-D, of one length.
+
+        Skips `__post_init__`'s re-checks (several µs of tensor attribute reads per call); for
+        internal callers (the focus step) only — everything else goes through the checks.
+        """
+        wc = object.__new__(cls)
+        object.__setattr__(wc, "lods", torch.from_numpy(lods))
+        object.__setattr__(wc, "starts", torch.from_numpy(starts))
+        object.__setattr__(wc, "residency", torch.from_numpy(residency))
+        return wc
+
     def __len__(self) -> int:
         return self.lods.shape[0]
 
@@ -159,6 +172,24 @@ def validate_arrays(
     (a min/max, one comparison of whole arrays) and builds the per-entry mask that names the
     offender only when that question fails.
     """
+    return validate_layout(lods, starts, residency, T, cfg, check_budget=check_budget)[0]
+
+
+def validate_layout(
+    lods: np.ndarray,
+    starts: np.ndarray,
+    residency: np.ndarray,
+    T: int,
+    cfg: MCConfig,
+    *,
+    check_budget: bool = True,
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """`validate_arrays`, returning `(spans [N], ends [N], first_in_tail)` for a valid WC.
+
+    `first_in_tail` is the first row whose entry reaches into the protected tail (N if none):
+    rows from there on are LOD0 tokens and in no sibling group, so the focus step can ignore
+    them when it asks which gists or groups are young.
+    """
     T = check_int("T", T, minimum=0)
     if not isinstance(cfg, MCConfig):
         raise InputTypeError(f"cfg must be an MCConfig, got {type(cfg).__name__}")
@@ -167,7 +198,7 @@ def validate_arrays(
     if n == 0:
         if T > 0:
             raise CoverageError(f"the WC is empty but the tree holds T={T} tokens", None)
-        return np.zeros(0, dtype=np.int64)
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), 0
 
     # Fast path for the common, valid case: one pass per question, and none of the per-entry
     # masks. Contiguity, a first start >= 0 and a last end == T imply every gist's span is
@@ -179,7 +210,7 @@ def validate_arrays(
         if (starts[0] >= 0 and ends[-1] == T and (ends[:-1] == starts[1:]).all()
                 and not misaligned_any(starts, spans, K) and not lods[first_in_tail:].any()
                 and (not check_budget or n <= cfg.budget)):
-            return spans
+            return spans, ends, first_in_tail
 
     # Something is wrong: the checks in their fixed order, naming the first offender.
     if residency.min() < 0:
@@ -241,7 +272,7 @@ def validate_arrays(
 
     if check_budget and n > cfg.budget:
         raise BudgetError(f"N = {n} entries exceed the budget {cfg.budget}", cfg.budget)
-    return spans
+    return spans, ends, first
 
 
 def check_working_context(wc, T, cfg: MCConfig, *, check_budget: bool = True) -> np.ndarray:
