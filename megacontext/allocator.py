@@ -229,7 +229,8 @@ def focus_step(
     G = heads.shape[0]
     members = member_rows(heads, K)  # [K, G]
     gscore = group_scores(x, members, how)  # [G]
-    group_order = np.lexsort((heads, gscore))  # ascending score, ties: older group first
+    # ascending score, ties: older group first (heads ascend, so a stable sort breaks them)
+    group_order = np.argsort(gscore, kind="stable")
     heads_l, head_lods, head_starts = heads.tolist(), lods[heads].tolist(), starts[heads].tolist()
 
     # The WC is edited in place on the input rows: a collapse's parent keeps its first

@@ -54,7 +54,9 @@ def sibling_groups(
     # Alignment to the parent span first: it leaves about one entry in K.
     head = starts[:m]
     if K & (K - 1) == 0:  # a bit mask per level (span(l+1) - 1); int64 division is slow
-        cand = np.flatnonzero((head & parent_masks(cfg)[lods[:m]]) == 0)
+        low = parent_masks(cfg)[lods[:m]]
+        low &= head  # in place
+        cand = np.flatnonzero(low == 0)
     else:
         cand = np.flatnonzero(head % (spans[:m] * K) == 0)
     parent_span = spans[cand] * K

@@ -151,7 +151,9 @@ def is_multiple(values: np.ndarray, divisors: np.ndarray, K: int) -> np.ndarray:
 def misaligned_any(starts: np.ndarray, spans: np.ndarray, K: int) -> bool:
     """Whether any start is not a multiple of its span (spans are powers of K)."""
     if K & (K - 1) == 0:
-        return bool((starts & (spans - 1)).any())
+        low = spans - 1
+        low &= starts  # in place: one temporary fewer to allocate and stream through cache
+        return bool(low.any())
     return bool((starts % spans).any())
 
 
