@@ -169,13 +169,13 @@ def descending(vals: np.ndarray, first: int):
     """
     n = vals.shape[0]
     if n <= first:
-        yield np.argsort(-vals, kind="stable")
+        yield (-vals).argsort(kind="stable")
         return
     cut = np.partition(vals, n - first)[n - first]  # the first-th largest value
-    best = np.flatnonzero(vals >= cut)
-    yield best[np.argsort(-vals[best], kind="stable")]
-    rest = np.flatnonzero(vals < cut)
-    yield rest[np.argsort(-vals[rest], kind="stable")]
+    best = (vals >= cut).nonzero()[0]
+    yield best[(-vals[best]).argsort(kind="stable")]
+    rest = (vals < cut).nonzero()[0]
+    yield rest[(-vals[rest]).argsort(kind="stable")]
 
 
 # --- the focus step -------------------------------------------------------------------------
@@ -230,7 +230,7 @@ def focus_step(
     members = member_rows(heads, K)  # [K, G]
     gscore = group_scores(x, members, how)  # [G]
     # ascending score, ties: older group first (heads ascend, so a stable sort breaks them)
-    group_order = np.argsort(gscore, kind="stable")
+    group_order = gscore.argsort(kind="stable")
     heads_l, head_lods, head_starts = heads.tolist(), lods[heads].tolist(), starts[heads].tolist()
 
     # The WC is edited in place on the input rows: a collapse's parent keeps its first
@@ -319,7 +319,7 @@ def focus_step(
     wanted &= lods[:first_in_tail] > 0
     if any_young:
         wanted &= res[:first_in_tail] >= min_res
-    cand = np.flatnonzero(wanted)
+    cand = wanted.nonzero()[0]
     cand_x = x[cand].astype(np.float64, copy=False)
     # From here on the loop only records: group ids collapsed, rows expanded, actions (as
     # Actions built with tuple.__new__, half the cost of the NamedTuple constructor); the
@@ -334,7 +334,7 @@ def focus_step(
     for chunk in () if stop else descending(cand_x, 2 * left + 1):
         rows = cand[chunk]
         # the group just before each candidate; it contains the candidate only if it reaches it
-        before = (np.searchsorted(heads, rows, side="right") - 1).tolist()
+        before = (heads.searchsorted(rows, "right") - 1).tolist()
         for e, score, lod, start, own in zip(rows.tolist(), cand_x[chunk].tolist(),
                                              lods[rows].tolist(), starts[rows].tolist(),
                                              before, strict=True):
@@ -425,17 +425,17 @@ def build_result(lods, starts, res, spans, alive, out_lods, created, merged, exp
         exp = np.array(expanded, dtype=np.intp)  # [E]
         out_lods[exp] -= 1  # each child: one level down, residency 0, start shifted below
         counts[exp] = K
-    rows = np.repeat(np.arange(n), counts)  # ascending; an expanded row K times
+    rows = np.arange(n).repeat(counts)  # ascending; an expanded row K times
     new_lods, new_starts, new_res = out_lods[rows], starts[rows], res[rows]
     new_res += 1
     if created:  # forced parents that survived
         born = np.array(created, dtype=np.intp)
         born = born[alive[born]]
-        new_res[np.searchsorted(rows, born)] = 0
+        new_res[rows.searchsorted(born)] = 0
     if merged is not None:
-        new_res[np.searchsorted(rows, merged)] = 0
+        new_res[rows.searchsorted(merged)] = 0
     if expanded:
-        kids = np.searchsorted(rows, exp)[:, None] + np.arange(K)  # [E, K] output rows
+        kids = rows.searchsorted(exp)[:, None] + np.arange(K)  # [E, K] output rows
         new_res[kids] = 0
         new_starts[kids] += (spans[exp] // K)[:, None] * np.arange(K)
     return WorkingContext._from_trusted(new_lods, new_starts, new_res)

@@ -56,7 +56,7 @@ def sibling_groups(
     if K & (K - 1) == 0:  # a bit mask per level (span(l+1) - 1); int64 division is slow
         low = parent_masks(cfg)[lods[:m]]
         low &= head  # in place
-        cand = np.flatnonzero(low == 0)
+        cand = (low == 0).nonzero()[0]
     else:
         cand = np.flatnonzero(head % (spans[:m] * K) == 0)
     parent_span = spans[cand] * K

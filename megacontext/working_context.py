@@ -208,7 +208,7 @@ def validate_layout(
     if lods.view(np.uint64).max() <= max_lod and residency.min() >= 0:
         spans = span_table(cfg)[lods]
         ends = starts + spans
-        first_in_tail = int(np.searchsorted(ends, cfg.tail_start(T), side="right"))
+        first_in_tail = int(ends.searchsorted(cfg.tail_start(T), "right"))
         if (starts[0] >= 0 and ends[-1] == T and (ends[:-1] == starts[1:]).all()
                 and not misaligned_any(starts, spans, K) and not lods[first_in_tail:].any()
                 and (not check_budget or n <= cfg.budget)):
