@@ -219,7 +219,8 @@ def focus_step(
     if not isinstance(wc, WorkingContext):
         raise InputTypeError(f"wc must be a WorkingContext, got {type(wc).__name__}")
     lods, starts, res = as_numpy(wc.lods), as_numpy(wc.starts), as_numpy(wc.residency)
-    spans, ends, first_in_tail = validate_layout(lods, starts, res, T, cfg, check_budget=False)
+    spans, ends, first_in_tail, head_min_res = validate_layout(lods, starts, res, T, cfg,
+                                                               check_budget=False)
     n_in = lods.shape[0]
     x = scores_as_numpy(scores, n_in)  # float32 or float64 [N]
     K, budget, how = cfg.block_size, cfg.budget, cfg.block_score
@@ -301,10 +302,11 @@ def focus_step(
     left = cfg.max_actions
     min_res = cfg.min_residency
     swap_groups = group_order[next_group:]
-    # Only rows before the tail can be gists or group members; the common case (every one of
-    # them old enough, the young ones being new tokens in the tail) costs one reduction.
-    any_young = min_res > 0 and first_in_tail > 0 and res[:first_in_tail].min() < min_res
-    young = np.flatnonzero(res[:first_in_tail] < min_res) if any_young else ()
+    # Only rows before the tail can be gists or group members; in the common case every one
+    # of them is old enough (the young ones are new tokens in the tail), which validation's
+    # residency minimum already tells.
+    any_young = first_in_tail > 0 and head_min_res < min_res
+    young = (res[:first_in_tail] < min_res).nonzero()[0] if any_young else ()
     if len(young) and G:  # only groups whose every member is old enough
         group_ok = np.ones(G, dtype=bool)
         g = group_of(young, heads, K)
@@ -357,6 +359,8 @@ def focus_step(
                 g = swap_groups[j]
                 actions.append(make(Action, (COLLAPSE, head_lods[g], head_starts[g])))
                 collapsed.append(g)
+                head = heads_l[g]
+                alive[head + 1:head + K] = dead_k
                 group_used[g] = group_gone[g] = True
                 left -= 1
             actions.append(make(Action, (EXPAND, lod, start)))
@@ -376,6 +380,8 @@ def focus_step(
         if not group_used[g]:
             actions.append(make(Action, (COLLAPSE, head_lods[g], head_starts[g])))
             collapsed.append(g)
+            head = heads_l[g]
+            alive[head + 1:head + K] = dead_k
             group_used[g] = True
             left -= 1
 
@@ -412,13 +418,12 @@ def build_result(lods, starts, res, spans, alive, out_lods, created, merged, exp
     its K children. Survivors' residency + 1; parents and children 0.
 
     `alive`/`out_lods`/`created` carry the forced phase's edits (`created` may name rows that
-    later died); `merged` [C] are the heads of the main-phase collapses (not yet applied:
-    their other members die here, their lod goes up one); `expanded` the expanded rows.
+    later died); `merged` [C] are the heads of the main-phase collapses (their other members
+    already dead in `alive`; their lod goes up one here); `expanded` the expanded rows.
     """
     n = lods.shape[0]
     counts = alive.astype(np.intp)  # output rows per input row: 0 dead, 1 kept, K expanded
     if merged is not None:
-        counts[(merged[:, None] + np.arange(1, K)).ravel()] = 0
         out_lods[merged] += 1
     if expanded:
         expanded.sort()
@@ -435,7 +440,8 @@ def build_result(lods, starts, res, spans, alive, out_lods, created, merged, exp
     if merged is not None:
         new_res[rows.searchsorted(merged)] = 0
     if expanded:
-        kids = rows.searchsorted(exp)[:, None] + np.arange(K)  # [E, K] output rows
+        ks = np.arange(K)
+        kids = rows.searchsorted(exp)[:, None] + ks  # [E, K] output rows
         new_res[kids] = 0
-        new_starts[kids] += (spans[exp] // K)[:, None] * np.arange(K)
+        new_starts[kids] += (spans[exp] // K)[:, None] * ks
     return WorkingContext._from_trusted(new_lods, new_starts, new_res)

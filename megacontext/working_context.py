@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -177,6 +178,17 @@ def validate_arrays(
     return validate_layout(lods, starts, residency, T, cfg, check_budget=check_budget)[0]
 
 
+class Layout(NamedTuple):
+    """What validating a WC computes on the way, for callers that go on to use it."""
+
+    spans: np.ndarray  # [N] K**lods
+    ends: np.ndarray  # [N] starts + spans
+    # The first row whose entry reaches into the protected tail (N if none): rows from there
+    # on are LOD0 tokens in no sibling group, so no gist or group member is there.
+    first_in_tail: int
+    head_min_residency: int  # min(residency[:first_in_tail]); 0 if first_in_tail == 0
+
+
 def validate_layout(
     lods: np.ndarray,
     starts: np.ndarray,
@@ -185,13 +197,8 @@ def validate_layout(
     cfg: MCConfig,
     *,
     check_budget: bool = True,
-) -> tuple[np.ndarray, np.ndarray, int]:
-    """`validate_arrays`, returning `(spans [N], ends [N], first_in_tail)` for a valid WC.
-
-    `first_in_tail` is the first row whose entry reaches into the protected tail (N if none):
-    rows from there on are LOD0 tokens and in no sibling group, so the focus step can ignore
-    them when it asks which gists or groups are young.
-    """
+) -> Layout:
+    """`validate_arrays`, returning what it learnt about a valid WC as a `Layout`."""
     T = check_int("T", T, minimum=0)
     if not isinstance(cfg, MCConfig):
         raise InputTypeError(f"cfg must be an MCConfig, got {type(cfg).__name__}")
@@ -200,19 +207,22 @@ def validate_layout(
     if n == 0:
         if T > 0:
             raise CoverageError(f"the WC is empty but the tree holds T={T} tokens", None)
-        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), 0
+        return Layout(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), 0, 0)
 
     # Fast path for the common, valid case: one pass per question, and none of the per-entry
     # masks. Contiguity, a first start >= 0 and a last end == T imply every gist's span is
     # complete; the lods' uint64 view is > max_lod for negative lods too.
-    if lods.view(np.uint64).max() <= max_lod and residency.min() >= 0:
+    # The residency minimum is taken in two parts, before and in the tail (see `Layout`).
+    if lods.view(np.uint64).max() <= max_lod:
         spans = span_table(cfg)[lods]
         ends = starts + spans
         first_in_tail = int(ends.searchsorted(cfg.tail_start(T), "right"))
-        if (starts[0] >= 0 and ends[-1] == T and (ends[:-1] == starts[1:]).all()
+        head_min = int(residency[:first_in_tail].min()) if first_in_tail else 0
+        if (head_min >= 0 and (first_in_tail == n or residency[first_in_tail:].min() >= 0)
+                and starts[0] >= 0 and ends[-1] == T and (ends[:-1] == starts[1:]).all()
                 and not misaligned_any(starts, spans, K) and not lods[first_in_tail:].any()
                 and (not check_budget or n <= cfg.budget)):
-            return spans, ends, first_in_tail
+            return Layout(spans, ends, first_in_tail, head_min)
 
     # Something is wrong: the checks in their fixed order, naming the first offender.
     if residency.min() < 0:
@@ -274,7 +284,7 @@ def validate_layout(
 
     if check_budget and n > cfg.budget:
         raise BudgetError(f"N = {n} entries exceed the budget {cfg.budget}", cfg.budget)
-    return spans, ends, first
+    return Layout(spans, ends, first, int(residency[:first].min()) if first else 0)
 
 
 def check_working_context(wc, T, cfg: MCConfig, *, check_budget: bool = True) -> np.ndarray:
