@@ -56,10 +56,16 @@ def scores_as_numpy(scores, n: int, name: str = "scores") -> np.ndarray:
     (group members, candidates): a float32 -> float64 copy of all N scores is a pass it can
     skip. Thresholds are compared through `exceeds`, which is exact for float32.
     """
-    check_tensor(name, scores, ndim=1, floating=True, length=n, length_of="the working context")
-    if scores.dtype not in (torch.float32, torch.float64):
-        scores = scores.float()  # bf16/fp16 -> fp32 is exact; numpy has no bf16
-    x = as_numpy(scores)
+    try:  # the common case, a float32/float64 CPU tensor without grad: checked on its view
+        x = scores.numpy()
+    except (AttributeError, RuntimeError, TypeError):  # not a tensor, grad, device, bf16...
+        x = None
+    if x is None or x.dtype not in (np.float32, np.float64) or x.ndim != 1 or x.shape[0] != n:
+        check_tensor(name, scores, ndim=1, floating=True, length=n,
+                     length_of="the working context")
+        if scores.dtype not in (torch.float32, torch.float64):
+            scores = scores.float()  # bf16/fp16 -> fp32 is exact; numpy has no bf16
+        x = as_numpy(scores)
     # One pass for the common case: a NaN or inf makes the sum non-finite (so can an overflow
     # of huge finite scores, which the exact check below then lets through).
     if not math.isfinite(x.sum()) and not np.isfinite(x).all():

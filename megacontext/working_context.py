@@ -154,7 +154,7 @@ def misaligned_any(starts: np.ndarray, spans: np.ndarray, K: int) -> bool:
     if K & (K - 1) == 0:
         low = spans - 1
         low &= starts  # in place: one temporary fewer to allocate and stream through cache
-        return bool(low.any())
+        return np.count_nonzero(low) > 0  # faster than .any() (no ufunc reduction)
     return bool((starts % spans).any())
 
 
@@ -220,7 +220,8 @@ def validate_layout(
         head_min = int(residency[:first_in_tail].min()) if first_in_tail else 0
         if (head_min >= 0 and (first_in_tail == n or residency[first_in_tail:].min() >= 0)
                 and starts[0] >= 0 and ends[-1] == T and (ends[:-1] == starts[1:]).all()
-                and not misaligned_any(starts, spans, K) and not lods[first_in_tail:].any()
+                and not misaligned_any(starts, spans, K)
+                and not np.count_nonzero(lods[first_in_tail:])
                 and (not check_budget or n <= cfg.budget)):
             return Layout(spans, ends, first_in_tail, head_min)
 
