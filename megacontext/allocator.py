@@ -271,7 +271,7 @@ def focus_step(
     order, gscore_l = group_order.tolist(), gscore.tolist()
     next_group = 0  # order[:next_group] were collapsed here
     if n > budget:
-        cur_score = x.astype(np.float64)  # a parent's score is its group's score
+        parent_score: dict[int, float] = {}  # row -> score of a parent made here (its group's)
         cascaded: list[tuple[float, int, int, int, np.ndarray]] = []  # heap of new groups
         while n > budget:
             g = order[next_group] if next_group < G else -1
@@ -289,11 +289,15 @@ def focus_step(
                 next_group += 1
             else:
                 break
-            cur_score[head] = score
+            parent_score[head] = score
             run = sibling_run(head, lod + 1, starts, alive_np, out_lods, T, cfg)
             if run is not None:
                 first = int(run[0])
-                heapq.heappush(cascaded, (aggregate(cur_score[run], how), int(starts[first]),
+                vals = x[run].astype(np.float64)  # [K] the members' current scores
+                for i, r in enumerate(run.tolist()):
+                    if r in parent_score:
+                        vals[i] = parent_score[r]
+                heapq.heappush(cascaded, (aggregate(vals, how), int(starts[first]),
                                           first, lod + 1, run))
         if n > budget:  # no legal group left: evict the oldest entries, just enough
             victims = np.flatnonzero(alive_np)[: n - budget]

@@ -219,7 +219,8 @@ def validate_layout(
         first_in_tail = int(ends.searchsorted(cfg.tail_start(T), "right"))
         head_min = int(residency[:first_in_tail].min()) if first_in_tail else 0
         if (head_min >= 0 and (first_in_tail == n or residency[first_in_tail:].min() >= 0)
-                and starts[0] >= 0 and ends[-1] == T and (ends[:-1] == starts[1:]).all()
+                and starts[0] >= 0 and ends[-1] == T
+                and not np.count_nonzero(ends[:-1] != starts[1:])
                 and not misaligned_any(starts, spans, K)
                 and not np.count_nonzero(lods[first_in_tail:])
                 and (not check_budget or n <= cfg.budget)):
