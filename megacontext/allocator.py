@@ -5,9 +5,10 @@ entries N is one numpy pass (validation, groups, group scores, candidate selecti
 the new WC); Python loops run only over the actions taken, which are few (`max_actions`, plus
 whatever forced collapses the budget needs).
 
-Scores are compared in float64 (a float32/bf16 score converts exactly), and a group's mean is
-the float64 sum of its member scores taken left to right, divided by K, so a port can
-reproduce every decision bit for bit.
+Scores are compared as float64 (a float32/bf16 score converts exactly; float32 scores stay
+float32 where only a threshold comparison needs them, done exactly by `exceeds`), and a
+group's mean is the float64 sum of its member scores taken left to right, divided by K, so a
+port can reproduce every decision bit for bit.
 """
 
 from __future__ import annotations
