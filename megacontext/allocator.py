@@ -343,6 +343,8 @@ def focus_step(
         group_gone[g] = True
     make = tuple.__new__
     swap_margin, collapse_below = cfg.swap_margin, -cfg.collapse_threshold
+    full = budget - (K - 1)  # n > full: no room for an expansion without a collapse
+    record, expand_row, collapse_group_id = actions.append, expanded.append, collapsed.append
     stop = cand.shape[0] == 0
     for chunk in () if stop else descending(cand_x, 2 * left + 1):
         rows = cand[chunk]
@@ -358,7 +360,7 @@ def focus_step(
                 own = -1
             if touched[e] or (own >= 0 and group_gone[own]):  # collapsed away, or evicted
                 continue
-            if n + K - 1 > budget:
+            if n > full:
                 while g_ptr < n_swap and group_used[swap_groups[g_ptr]]:
                     g_ptr += 1
                 j = g_ptr
@@ -368,14 +370,14 @@ def focus_step(
                     stop = True
                     break
                 g = swap_groups[j]
-                actions.append(make(Action, (COLLAPSE, head_lods[g], head_starts[g])))
-                collapsed.append(g)
+                record(make(Action, (COLLAPSE, head_lods[g], head_starts[g])))
+                collapse_group_id(g)
                 head = heads_l[g]
                 alive[head + 1:head + K] = dead_k
                 group_used[g] = group_gone[g] = True
                 left -= 1
-            actions.append(make(Action, (EXPAND, lod, start)))
-            expanded.append(e)
+            record(make(Action, (EXPAND, lod, start)))
+            expand_row(e)
             if own >= 0:
                 group_used[own] = True
             n += K - 1
