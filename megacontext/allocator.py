@@ -334,17 +334,18 @@ def focus_step(
         wanted &= res[:first_in_tail] >= min_res
     cand = wanted.nonzero()[0]
     cand_x = x[cand].astype(np.float64, copy=False)
-    # From here on the loop only records: group ids collapsed, rows expanded, actions (as
-    # Actions built with tuple.__new__, half the cost of the NamedTuple constructor); the
-    # rows are edited in one vectorized pass afterwards.
-    collapsed: list[int] = []
+    # From here on the loop only records: heads of the groups collapsed (and their members'
+    # rows dead in `alive`), rows expanded, actions (as Actions built with tuple.__new__, half
+    # the cost of the NamedTuple constructor); lods, starts and residencies are edited in one
+    # vectorized pass afterwards.
+    merged: list[int] = []  # rows of the main-phase parents (a collapsed group's head)
     group_gone = [False] * G  # collapsed (its members are gone)
     for g in order[:next_group]:
         group_gone[g] = True
     make = tuple.__new__
     swap_margin, collapse_below = cfg.swap_margin, -cfg.collapse_threshold
     full = budget - (K - 1)  # n > full: no room for an expansion without a collapse
-    record, expand_row, collapse_group_id = actions.append, expanded.append, collapsed.append
+    record, expand_row, merge_at = actions.append, expanded.append, merged.append
     stop = cand.shape[0] == 0
     for chunk in () if stop else descending(cand_x, 2 * left + 1):
         rows = cand[chunk]
@@ -371,8 +372,8 @@ def focus_step(
                     break
                 g = swap_groups[j]
                 record(make(Action, (COLLAPSE, head_lods[g], head_starts[g])))
-                collapse_group_id(g)
                 head = heads_l[g]
+                merge_at(head)
                 alive[head + 1:head + K] = dead_k
                 group_used[g] = group_gone[g] = True
                 left -= 1
@@ -392,13 +393,12 @@ def focus_step(
         g = swap_groups[j]
         if not group_used[g]:
             actions.append(make(Action, (COLLAPSE, head_lods[g], head_starts[g])))
-            collapsed.append(g)
             head = heads_l[g]
+            merged.append(head)
             alive[head + 1:head + K] = dead_k
             group_used[g] = True
             left -= 1
 
-    merged = heads[collapsed] if collapsed else None  # [C] rows of the main-phase parents
     new_wc = build_result(lods, starts, res, spans, alive_np, out_lods, created, merged,
                           expanded, K)
     return new_wc, actions
@@ -431,30 +431,27 @@ def build_result(lods, starts, res, spans, alive, out_lods, created, merged, exp
     its K children. Survivors' residency + 1; parents and children 0.
 
     `alive`/`out_lods`/`created` carry the forced phase's edits (`created` may name rows that
-    later died); `merged` [C] are the heads of the main-phase collapses (their other members
+    later died); `merged` are the heads of the main-phase collapses (their other members
     already dead in `alive`; their lod goes up one here); `expanded` the expanded rows.
     """
     n = lods.shape[0]
     counts = alive.astype(np.intp)  # output rows per input row: 0 dead, 1 kept, K expanded
-    if merged is not None:
+    fresh = [r for r in created if alive[r]] + merged  # rows of the new parents
+    if merged:
         out_lods[merged] += 1
     if expanded:
         expanded.sort()
-        exp = np.array(expanded, dtype=np.intp)  # [E]
-        out_lods[exp] -= 1  # each child: one level down, residency 0, start shifted below
-        counts[exp] = K
+        out_lods[expanded] -= 1  # each child: one level down, residency 0, start shifted below
+        counts[expanded] = K
     rows = np.arange(n).repeat(counts)  # ascending; an expanded row K times
     new_lods, new_starts, new_res = out_lods[rows], starts[rows], res[rows]
     new_res += 1
-    if created:  # forced parents that survived
-        born = np.array(created, dtype=np.intp)
-        born = born[alive[born]]
-        new_res[rows.searchsorted(born)] = 0
-    if merged is not None:
-        new_res[rows.searchsorted(merged)] = 0
-    if expanded:
-        ks = np.arange(K)
-        kids = rows.searchsorted(exp)[:, None] + ks  # [E, K] output rows
-        new_res[kids] = 0
-        new_starts[kids] += (spans[exp] // K)[:, None] * ks
+    if fresh or expanded:
+        at = rows.searchsorted(fresh + expanded)  # output row of each (an expansion's first)
+        new_res[at] = 0
+        if expanded:
+            ks = np.arange(K)
+            kids = at[len(fresh):, None] + ks  # [E, K] output rows
+            new_res[kids] = 0
+            new_starts[kids] += (spans[expanded] // K)[:, None] * ks
     return WorkingContext._from_trusted(new_lods, new_starts, new_res)
