@@ -419,6 +419,11 @@ def sibling_run(head: int, lod: int, starts: np.ndarray, alive: np.ndarray,
     q = p - p % parent
     if q + parent > cfg.tail_start(T):
         return None
+    # The last sibling's slot first (scalar reads): it is usually what is missing.
+    last = q + parent - cfg.span(lod)
+    r = int(starts.searchsorted(last))
+    if r == starts.shape[0] or starts[r] != last or not alive[r] or cur_lods[r] != lod:
+        return None
     slots = q + cfg.span(lod) * np.arange(K, dtype=np.int64)
     rows = np.minimum(np.searchsorted(starts, slots), starts.shape[0] - 1)
     if (starts[rows] == slots).all() and alive[rows].all() and (cur_lods[rows] == lod).all():
