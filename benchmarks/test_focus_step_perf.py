@@ -5,13 +5,13 @@ realistic mixed-LOD working contexts, against the per-entry Python loop of the s
 
 Gate: >= 15x the loop at N = 8192. Design §10 asks for 30x, a figure that assumed the ~15 ms
 per-entry loop of the public implementation; our loop reference is a leaner straightforward
-loop (~7.5-8 ms at 8k here). focus_step measures ~0.34-0.39 ms at 8k (interleaved min),
-20.7-21.8x the loop on this shared 2-core VM, also with a busy process on the other core
-(about 40x against 15 ms). What is left at 8k is ~25 numpy passes over the N entries, ~100 µs
-of fixed per-call overhead (0.16 ms at N = 1k) and ~1 µs of Python per action: 30x (~0.25 ms)
-is beyond the numpy tuning we found (a compiled kernel would be the next step). 15x keeps ~30%
-headroom for a busy machine and still fails any slide back towards per-entry Python (~1-2x)
-by a wide margin.
+loop (~7.3-8.2 ms at 8k here). focus_step measures ~0.34-0.37 ms at 8k (interleaved min),
+20-22x the loop in repeated runs on this shared 2-core VM, also with a busy process on the
+other core (about 40x against 15 ms). What is left at 8k is ~25 numpy passes over the N
+entries, ~100 µs of fixed per-call overhead (0.16 ms at N = 1k) and ~1 µs of Python per
+action: 30x (~0.25 ms) is beyond the numpy tuning we found (a compiled kernel would be the
+next step). 15x keeps ~30% headroom for a busy machine and still fails any slide back
+towards per-entry Python (~1-2x) by a wide margin.
 """
 
 import time
