@@ -108,3 +108,23 @@ def test_sibling_run_finds_a_completed_group_only():
     assert sibling_run(2, 1, starts, alive, lods, 8, cfg).tolist() == [0, 2]
     alive[5], lods[4], alive[7], lods[6] = False, 1, False, 1
     assert sibling_run(4, 1, starts, alive, lods, 8, cfg) is None  # [4, 8) touches the tail
+
+
+@given(
+    st.lists(st.floats(width=32, allow_nan=False, allow_infinity=False), min_size=1, max_size=20),
+    st.one_of(st.floats(allow_nan=False), st.sampled_from([0.1, -0.1, 0.2, 1e39, -1e39])),
+)
+def test_float32_threshold_test_is_exact(values, threshold):
+    """`exceeds` on float32 scores equals the float64 comparison (numpy alone would round the
+    threshold to float32 first and flip comparisons next to it)."""
+    from megacontext.allocator import exceeds
+
+    x32 = np.asarray(values, dtype=np.float32)
+    # the values right next to the threshold are where rounding would flip a comparison
+    with np.errstate(over="ignore"):
+        near = np.float32(threshold)
+    x32 = np.concatenate([x32, [near, np.nextafter(near, np.float32(np.inf)),
+                                np.nextafter(near, np.float32(-np.inf))]]).astype(np.float32)
+    x32 = x32[np.isfinite(x32)]
+    expected = x32.astype(np.float64) > threshold
+    assert np.array_equal(exceeds(x32, threshold), expected), (x32.tolist(), threshold)
