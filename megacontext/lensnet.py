@@ -15,20 +15,29 @@ the whole WC, so the first entry's score depends on the recent tail (the public 
 replaces was causal and could not). Positive u: more detail here is worth it; negative: less.
 
 Speed (design §10: <= 3 ms at N=8192, d_in=768 in bf16). The only O(N * d_in) work is the input
-projection; everything else touches each entry's d-vector a few times:
+projection, a bf16 GEMM (about a third of the forward at 8k); the rest is a few passes over the
+entries' [N, d] buffer and over [S*H, N] attention weights:
 - per-entry key/value/query/output projections are never materialised: they are absorbed into
   the S slot-side vectors (q.(W_k h) = (W_k^T q).h; sum_n a_n W_v h_n = W_v sum_n a_n h_n), so
   each attention costs two [S*H, d] x [d, N] products;
 - no [N, d] LayerNorm pass: the projections into the entry stream are mean-centred (LayerNorm
   ignores a row's mean), so LayerNorm(h) = gamma * h / rms(h) + beta; gamma and beta fold into
-  the slot-side vectors and 1/rms(h) is one number per entry (a vector norm); the same for z
-  and the head;
-- the write softmax runs over the slot axis of an [H, S, N] layout (contiguous in N): torch's
+  the slot-side vectors and 1/rms(h) is one number per entry (a vector norm); the same for z;
+- the head needs w . z = w . h + sum_m a_m (w . v_m): w rides along as one more row of the
+  write-logit product, so z is read once, for its norm;
+- the write softmax runs over the slot axis of an [S, H, N] layout (contiguous in N): torch's
   softmax over a tiny last dimension is ~15x slower;
 - slot-side math (S rows) runs in float32: a bf16 GEMM that small costs ~5x more on this CPU;
-  everything derived from parameters alone is cached while autograd is off (`derived`).
-`tests/test_models_internals.py` checks all of this against the plain formulation, and
-golden/vectors/lensnet.json against a float64 numpy one.
+  what depends on parameters alone (the latents' queries; the read's value and output
+  projections with gamma and beta; the write's query-key and value-output products) is
+  folded into a few matrices, cached while autograd is off (`derived`).
+Measured and not kept (one thread, N=8192, bf16): never forming z (its norm from
+|h|^2 + 2 a.(V h) + a^T (V V^T) a) saves the [N, d] residual pass but its float32 [S*H, N]
+products cost as much, and its larger temporaries made glibc trim and re-fault ~20 MB per
+call at N=32768; carrying the feature term analytically instead of the in-place addmm_ (K=4
+corrections to three products) cost more than the pass it saves.
+`tests/test_models_internals.py` checks all of this against the plain formulation (scores and
+gradients), and golden/vectors/lensnet.json against a float64 numpy one.
 
 The model runs in its parameter dtype (`.to(torch.bfloat16)` for bf16); inputs of any float
 dtype are cast to it, so bf16 works without autocast. Scores come back as float32: the tanh is
@@ -159,111 +168,134 @@ class LensNet(nn.Module):
                                                                      tail_mask)
         W = self.derived()
         P = W["slot_side"]
-        dt = self.dtype
+        dt, st = self.dtype, P["latents"].dtype  # model dtype; slot-side dtype (float32 at least)
         B, N, D = x.shape
         d, H = self.cfg.width, self.cfg.n_heads
-        dh = d // H
 
         # Entries: one GEMM over d_in (centred weights: see `derive`); the features and the bias
         # accumulate into its output in place. h's rows are mean-free, so LayerNorm(h) is
         # gamma * h / rms(h) + beta and only the per-entry 1/rms is computed here.
+        f1 = F.pad(features.to(dt).reshape(B * N, N_FEATURES), (0, 1), value=1.0)  # [B*N, 4]
         h = torch.mm(x.to(dt).reshape(B * N, D), W["w_in"].t())  # [B*N, d]
-        f1 = torch.cat([features.to(dt).reshape(B * N, N_FEATURES), h.new_ones(B * N, 1)], 1)
         h = h.addmm_(f1, W["w_aux"].t()).view(B, N, d)
         if mask is not None:  # padded entries become zero rows: inert and NaN-free
             h = h.masked_fill(~mask[:, :, None], 0.0)
         inv_rms = _inv_rms(h, self.norm_entries.eps).to(dt)[:, None, :]  # [B, 1, N]
-        gamma, beta = P["norm_entries.weight"], P["norm_entries.bias"]
 
         # Slots: learned latents (their read queries are parameters only: precomputed), then
         # the projected tail gists. Slot-side math is tiny (S rows) and runs in float32 at
-        # least: a bf16 GEMM this small costs ~5x a float32 one on this CPU.
-        slots = P["latents"].expand(B, -1, -1)
-        q_abs = W["latent_queries"].expand(B, -1, -1, -1)  # [B, H, S_latent, d]
+        # least: a bf16 GEMM this small costs ~5x a float32 one on this CPU. The S*H rows of
+        # the slot-side tensors are (slot, head) pairs, slot-major.
+        slots = P["latents"].expand(B, -1, -1)  # [B, S, d]
+        q_abs = W["latent_queries"].expand(B, -1, -1, -1)  # [B, S_latent, H, d]
         if tail is not None:
-            tail_h = _lin(P, "in_proj", tail.to(P["latents"].dtype)) + P["tail_embed"]
+            tail_h = _lin(P, "in_proj", tail.to(st)) + P["tail_embed"]
             slots = torch.cat([slots, tail_h], dim=1)
-            q_abs = torch.cat([q_abs, self.read_queries(P, tail_h)], dim=2)
+            q_abs = torch.cat([q_abs, self.read_queries(P, tail_h)], dim=1)
         S = slots.shape[1]
 
         # Read: slot s, head j attends over the entries (absorbed keys, gamma folded in);
-        # sum_n a_n LN(h_n) = gamma * sum_n (a_n / rms_n) h_n + beta as the weights sum to one.
-        logits = torch.bmm(q_abs.reshape(B, H * S, d).to(dt), h.transpose(1, 2))
-        logits = logits * inv_rms  # [B, H*S, N]
+        # sum_n a_n LN(h_n) = gamma * sum_n (a_n / rms_n) h_n + beta as the weights sum to one,
+        # and gamma, beta, W_v and W_o fold into one linear map of the pooled heads (`read_out`).
+        logits = torch.bmm(q_abs.reshape(B, S * H, d).to(dt), h.transpose(1, 2)) * inv_rms
         if mask is not None:
             logits = logits.masked_fill(~mask[:, None, :], torch.finfo(dt).min)
-        pooled = torch.bmm(logits.softmax(dim=-1) * inv_rms, h).to(gamma.dtype) * gamma + beta
-        v = torch.einsum("bjsd,jed->bsje", pooled.view(B, H, S, d), W["read_v"])
-        slots = slots + _lin(P, "read.o", v.reshape(B, S, d) + P["read.v.bias"])
+        pooled = torch.bmm(logits.softmax(dim=-1) * inv_rms, h).to(st)  # [B, S*H, d]
+        del logits  # freed before the write allocates its own [B, S*H, N] buffers: a lower peak
+        slots = slots + _lin(W, "read_out", pooled.view(B, S, H * d))
         slots = slots + _lin(P, "slot_mlp.2", F.gelu(_lin(P, "slot_mlp.0",
                                                           _ln(P, "norm_slot_mlp", slots))))
 
-        # Write: entry n, head j attends over the slots with (W_q,j LN(h_n)) . k_sj
-        #   = (gamma * W_q,j^T k_sj) . h_n / rms_n + beta . W_q,j^T k_sj;
-        # the (centred) output projection folds into the slot values, b_o / H per head
-        # summing to b_o because each head's weights sum to one.
-        sn = _ln(P, "norm_write", slots)
-        k = _lin(P, "write.k", sn).view(B, S, H, dh)
-        v = _lin(P, "write.v", sn).view(B, S, H, dh)
-        k_abs = torch.einsum("bsje,jed->bjsd", k, W["write_q"])  # [B, H, S, d], scaled
-        k_beta = (k_abs @ beta).reshape(B, H * S, 1).to(dt)
-        v_abs = torch.einsum("bsje,dje->bjsd", v, W["write_o"]) + W["write_o_bias"]
-        logits = torch.bmm((k_abs * gamma).reshape(B, H * S, d).to(dt), h.transpose(1, 2))
-        logits = torch.addcmul(k_beta, logits, inv_rms).view(B, H, S, N)
+        # Write: entry n, head j attends over the slots with logit (W_q,j LN(h_n)) . k_sj
+        #   = (gamma * k_abs_sj) . h_n / rms_n + beta . k_abs_sj,   k_abs_sj = W_q,j^T k_sj,
+        # and z_n = h_n + sum_sj a_sjn v_abs_sj, v_abs_sj = W_o,j v_sj + b_o / H (the centred
+        # output projection folded into the values; the b_o / H sum to b_o as each head's
+        # weights sum to one). gamma * k_abs, beta . k_abs and v_abs are one linear map of
+        # LayerNorm(slot) (`write_kv`); a masked tail slot gets the logit -max everywhere.
+        kv = _lin(W, "write_kv", _ln(P, "norm_write", slots)).view(B, S * H, 2 * d + 1)
+        k_gamma, k_beta, v_abs = kv.split([d, 1, d], dim=-1)  # [B, S*H, d | 1 | d]
+        k_beta = k_beta.to(dt)
         if tail_mask is not None:
-            latent_ok = tail_mask.new_ones(B, self.cfg.n_latents)
-            slot_ok = torch.cat([latent_ok, tail_mask], dim=1)  # [B, S]
-            logits = logits.masked_fill(~slot_ok[:, None, :, None], torch.finfo(dt).min)
-        attn = logits.softmax(dim=2).view(B, H * S, N)  # over slots, per head
+            slot_ok = torch.cat([tail_mask.new_ones(B, self.cfg.n_latents), tail_mask], dim=1)
+            k_beta = k_beta.masked_fill(~slot_ok.repeat_interleave(H, dim=1)[:, :, None],
+                                        torch.finfo(dt).min)
+        # Head: w . LN(z) + b = (gamma_out * w) . z / rms(z) + (w . beta_out + b), with
+        # w . z_n = w . h_n + sum_sj a_sjn (w . v_abs_sj): w rides along as one more row of the
+        # logit product, so the head reads z once (its norm).
+        w = W["head_w"]
+        dots = torch.bmm(torch.cat([k_gamma, w.expand(B, 1, d)], dim=1).to(dt),
+                         h.transpose(1, 2))  # [B, S*H + 1, N]
+        logits = torch.addcmul(k_beta, dots[:, : S * H], inv_rms)
+        attn = logits.view(B, S, H, N).softmax(dim=1).view(B, S * H, N)  # over slots, per head
+        w_z = torch.baddbmm(dots[:, S * H:], (v_abs @ w).to(dt)[:, None, :], attn)  # [B, 1, N]
         # z = h + attn^T v_abs, accumulated into h's buffer when no autograd graph needs h.
         residual = torch.baddbmm if torch.is_grad_enabled() else torch.Tensor.baddbmm_
-        z = residual(h, attn.transpose(1, 2), v_abs.reshape(B, H * S, d).to(dt))  # [B, N, d]
+        z = residual(h, attn.transpose(1, 2), v_abs.to(dt))  # [B, N, d]
+        u = w_z[:, 0].float() * _inv_rms(z, self.norm_out.eps).float() + W["head_offset"]
 
-        # Head: w . LN(z) + b = (gamma_out * w) . z / rms(z) + (w . beta_out + b); tanh in
-        # float32, kept strictly inside (-1, 1).
-        u = torch.mv(z.view(B * N, d), W["head_w"]).view(B, N)
-        u = u.float() * _inv_rms(z, self.norm_out.eps).float() + W["head_offset"]
+        # Scores: tanh in float32, kept strictly inside (-1, 1).
         scores = torch.tanh(u) * _INSIDE_ONE
         if mask is not None:
             scores = scores.masked_fill(~mask, 0.0)
         return scores[0] if unbatched else scores
 
     def read_queries(self, P: dict, slots: torch.Tensor) -> torch.Tensor:
-        """[..., S, d] slots -> [..., H, S, d] read queries with W_k and gamma absorbed:
+        """[..., S, d] slots -> [..., S, H, d] read queries with W_k and gamma absorbed:
         q_sj . W_k,j LN(h_n) = (gamma * W_k,j^T q_sj) . h_n / rms_n + a per-slot constant."""
         H, d = self.cfg.n_heads, self.cfg.width
-        q = _lin(P, "read.q", _ln(P, "norm_read", slots))
-        q = q.unflatten(-1, (H, d // H)).transpose(-3, -2)  # [..., H, S, dh]
-        w_k = P["read.k.weight"].view(H, 1, d // H, d) / math.sqrt(d // H)
-        return (q.unsqueeze(-2) @ w_k).squeeze(-2) * P["norm_entries.weight"]
+        q = _lin(P, "read.q", _ln(P, "norm_read", slots)).unflatten(-1, (H, 1, d // H))
+        w_k = P["read.k.weight"].view(H, d // H, d) / math.sqrt(d // H)
+        return (q @ w_k).squeeze(-2) * P["norm_entries.weight"]  # [..., S, H, 1, d] -> squeeze
 
     def derive(self) -> dict:
         """What forward derives from the parameters alone.
 
-        - `w_in`, `w_aux` (model dtype) and `write_o*` are centred: each output feature minus
-          the mean over the d features. h and z only ever enter LayerNorms, which ignore a
-          row's mean, so this changes no output; it makes every row mean-free, so forward
-          needs no [N, d] normalisation pass (LayerNorm(h) = gamma * h / rms(h) + beta).
+        - `w_in`, `w_aux` (model dtype) are centred: each output feature minus the mean over
+          the d features, and so is the write attention's output projection. h and z only
+          ever enter LayerNorms, which ignore a row's mean, so this changes no output; it
+          makes every row mean-free, so forward needs no [N, d] normalisation pass
+          (LayerNorm(h) = gamma * h / rms(h) + beta).
         - `slot_side`: float32 (at least) copies of every parameter, for the S-row math.
-        - `latent_queries`: the latents' read queries; `read_v`, `write_q`, `write_o`: the
-          per-head blocks the absorbed attentions use; `head_w`, `head_offset`: the head with
-          the output LayerNorm's gamma and beta folded in.
+        - `latent_queries`: the latents' read queries [S_latent, H, d].
+        - `read_out`: the read's value and output projections with the entry LayerNorm's
+          gamma and beta folded in, as one linear map [d, H*d] of the pooled heads.
+        - `write_kv`: per head j, LayerNorm(slot) -> [gamma * k_abs_j | beta . k_abs_j |
+          v_abs_j] (k_abs_j = W_q,j^T W_k,j LN(slot) / sqrt(dh), v_abs_j = W_o,j W_v,j
+          LN(slot) + biases), one linear map [H*(2d+1), d].
+        - `head_w`, `head_offset`: the head with the output LayerNorm's gamma and beta folded in.
         """
         dt = self.dtype
         P = {n: p.to(torch.promote_types(dt, torch.float32)) for n, p in self.named_parameters()}
         H, d = self.cfg.n_heads, self.cfg.width
         dh = d // H
+        gamma, beta = P["norm_entries.weight"], P["norm_entries.bias"]
         w_aux = torch.cat([self.feat_proj.weight, self.in_proj.bias[:, None]], dim=1)  # [d, 4]
+
+        # Read: slot += sum_j W_o,j (W_v,j (gamma * p_j + beta) + b_v,j) + b_o, where
+        # p_j = sum_n a_jn h_n / rms_n is what forward pools for head j.
+        read_ov = torch.einsum("oje,jed->ojd", P["read.o.weight"].view(d, H, dh),
+                               P["read.v.weight"].view(H, dh, d))  # [d, H, d]: W_o,j W_v,j
+        read_b = (read_ov @ beta).sum(1) + P["read.o.weight"] @ P["read.v.bias"] + P["read.o.bias"]
+
+        # Write, per head j: k_abs_j = K_j LN(slot) + k_j and v_abs_j = V_j LN(slot) + v_j.
+        w_q = (P["write.q.weight"].view(H, dh, d) / math.sqrt(dh)).transpose(1, 2)  # [H, d, dh]
+        K = w_q @ P["write.k.weight"].view(H, dh, d)  # [H, d, d]
+        k = (w_q @ P["write.k.bias"].view(H, dh, 1))[..., 0]  # [H, d]
+        w_o = _centred(P["write.o.weight"]).view(d, H, dh).transpose(0, 1)  # [H, d, dh]
+        V = w_o @ P["write.v.weight"].view(H, dh, d)  # [H, d, d]
+        v = (w_o @ P["write.v.bias"].view(H, dh, 1))[..., 0] + _centred(P["write.o.bias"]) / H
+        write_w = torch.cat([gamma[:, None] * K, (beta @ K)[:, None], V], dim=1)  # [H, 2d+1, d]
+        write_b = torch.cat([gamma * k, (k @ beta)[:, None], v], dim=1)  # [H, 2d+1]
         return {
             "slot_side": P,
             "w_in": _centred(self.in_proj.weight),  # [d, d_in]
             "w_aux": _centred(w_aux),  # [d, 4]: features, then the bias
-            "latent_queries": self.read_queries(P, P["latents"]),  # [H, S_latent, d]
-            "read_v": P["read.v.weight"].view(H, dh, d),
-            "write_q": P["write.q.weight"].view(H, dh, d) / math.sqrt(dh),
-            "write_o": _centred(P["write.o.weight"]).view(d, H, dh),
-            "write_o_bias": _centred(P["write.o.bias"]) / H,
-            "head_w": (self.norm_out.weight * self.head.weight[0]).to(dt),  # [d]
+            "latent_queries": self.read_queries(P, P["latents"]),  # [S_latent, H, d]
+            "read_out.weight": (read_ov * gamma).reshape(d, H * d),
+            "read_out.bias": read_b,
+            "write_kv.weight": write_w.reshape(H * (2 * d + 1), d),
+            "write_kv.bias": write_b.reshape(-1),
+            "head_w": P["norm_out.weight"] * P["head.weight"][0],  # [d]
             "head_offset": (P["head.weight"][0] @ P["norm_out.bias"] + P["head.bias"]).float(),
         }
 
@@ -272,7 +304,7 @@ class LensNet(nn.Module):
         counter or storage moves), so inference pays for it once; fresh (and differentiable)
         whenever autograd is on. Writes through `param.data` bypass version counters: change
         parameters in place under torch.no_grad(), with load_state_dict or an optimizer."""
-        params = list(self.parameters())
+        params = _parameters(self, [])
         if torch.is_grad_enabled() or any(p.is_inference() for p in params):
             return self.derive()  # (inference tensors carry no version counter)
         stamp = tuple((p._version, p.data_ptr(), p.dtype) for p in params)
@@ -319,6 +351,16 @@ class LensNet(nn.Module):
                     raise InputError(f"tail_mask has shape {tuple(tail_mask.shape)}, expected "
                                      f"{tuple(tail.shape[:2])}")
         return x, features, mask, tail, tail_mask, unbatched
+
+
+def _parameters(module: nn.Module, out: list) -> list:
+    """Every parameter of `module` and its submodules (shared ones repeated): what
+    `list(module.parameters())` gives, at a third of its cost for the per-call cache check."""
+    out.extend(p for p in module._parameters.values() if p is not None)
+    for child in module._modules.values():
+        if child is not None:
+            _parameters(child, out)
+    return out
 
 
 def _centred(weight: torch.Tensor) -> torch.Tensor:

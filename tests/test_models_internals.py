@@ -63,6 +63,20 @@ def test_absorbed_attention_equals_the_plain_formulation():
     torch.testing.assert_close(got.double(), want, rtol=0, atol=1e-6)
 
 
+def test_gradients_equal_those_of_the_plain_formulation():
+    """Training sees the same function: every parameter's gradient through the absorbed and
+    folded forward (derive() runs under autograd) equals the plain formulation's. (write.k.bias
+    gets none in either: it shifts all of an entry's logits over the slots alike.)"""
+    net, args = random_lens_case(torch.float64)
+    params = [p for _, p in net.named_parameters()]
+    weights = torch.randn(args[0].shape[:2], dtype=torch.float64,
+                          generator=torch.Generator().manual_seed(1))
+    got = torch.autograd.grad((net(*args).double() * weights).sum(), params)
+    want = torch.autograd.grad((plain_lensnet(net, *args) * weights).sum(), params)
+    for (name, _), g, w in zip(net.named_parameters(), got, want, strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-6, msg=lambda m, n=name: f"{n}: {m}")
+
+
 def test_inference_path_equals_autograd_path_bitwise():
     """The in-place residual used without autograd must not change a single bit."""
     net, args = random_lens_case(torch.float32)
