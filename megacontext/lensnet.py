@@ -134,11 +134,12 @@ class LensNet(nn.Module):
         self.slot_mlp = nn.Sequential(
             nn.Linear(d, cfg.slot_mlp_ratio * d), nn.GELU(), nn.Linear(cfg.slot_mlp_ratio * d, d)
         )
-        # Write: entries query the slots. The query bias is dropped for the same reason
-        # (absorbed into the keys it would add a per-slot logit shared by all entries, which
-        # the key bias already provides).
+        # Write: entries query the slots, a softmax over the slots. A key bias adds q_n . b_k,
+        # the same logit for every slot of entry n's softmax, so it would be dead weight (its
+        # gradient is exactly zero); a query bias would add b_q . k_s, a per-slot logit the
+        # LayerNorm's beta already gives ((W_q beta) . k_s). Neither.
         self.norm_write = nn.LayerNorm(d)
-        self.write = CrossAttention(d, cfg.n_heads, query_bias=False, key_bias=True)
+        self.write = CrossAttention(d, cfg.n_heads, query_bias=False, key_bias=False)
         self.norm_out = nn.LayerNorm(d)
         self.head = nn.Linear(d, 1)
         self._derived_cache = None  # (parameter stamp, derived tensors), see `derived`
@@ -277,15 +278,14 @@ class LensNet(nn.Module):
                                P["read.v.weight"].view(H, dh, d))  # [d, H, d]: W_o,j W_v,j
         read_b = (read_ov @ beta).sum(1) + P["read.o.weight"] @ P["read.v.bias"] + P["read.o.bias"]
 
-        # Write, per head j: k_abs_j = K_j LN(slot) + k_j and v_abs_j = V_j LN(slot) + v_j.
+        # Write, per head j: k_abs_j = K_j LN(slot) and v_abs_j = V_j LN(slot) + v_j.
         w_q = (P["write.q.weight"].view(H, dh, d) / math.sqrt(dh)).transpose(1, 2)  # [H, d, dh]
         K = w_q @ P["write.k.weight"].view(H, dh, d)  # [H, d, d]
-        k = (w_q @ P["write.k.bias"].view(H, dh, 1))[..., 0]  # [H, d]
         w_o = _centred(P["write.o.weight"]).view(d, H, dh).transpose(0, 1)  # [H, d, dh]
         V = w_o @ P["write.v.weight"].view(H, dh, d)  # [H, d, d]
         v = (w_o @ P["write.v.bias"].view(H, dh, 1))[..., 0] + _centred(P["write.o.bias"]) / H
         write_w = torch.cat([gamma[:, None] * K, (beta @ K)[:, None], V], dim=1)  # [H, 2d+1, d]
-        write_b = torch.cat([gamma * k, (k @ beta)[:, None], v], dim=1)  # [H, 2d+1]
+        write_b = torch.cat([v.new_zeros(H, d + 1), v], dim=1)  # [H, 2d+1]: keys unbiased
         return {
             "slot_side": P,
             "w_in": _centred(self.in_proj.weight),  # [d, d_in]

@@ -65,8 +65,7 @@ def test_absorbed_attention_equals_the_plain_formulation():
 
 def test_gradients_equal_those_of_the_plain_formulation():
     """Training sees the same function: every parameter's gradient through the absorbed and
-    folded forward (derive() runs under autograd) equals the plain formulation's. (write.k.bias
-    gets none in either: it shifts all of an entry's logits over the slots alike.)"""
+    folded forward (derive() runs under autograd) equals the plain formulation's."""
     net, args = random_lens_case(torch.float64)
     params = [p for _, p in net.named_parameters()]
     weights = torch.randn(args[0].shape[:2], dtype=torch.float64,
