@@ -36,6 +36,11 @@ Measured and not kept (one thread, N=8192, bf16): never forming z (its norm from
 products cost as much, and its larger temporaries made glibc trim and re-fault ~20 MB per
 call at N=32768; carrying the feature term analytically instead of the in-place addmm_ (K=4
 corrections to three products) cost more than the pass it saves.
+Where it stands (2 threads on the 2-core CPU, N=8192, bf16, minimum of interleaved calls): the
+default width 128 takes ~3.3-3.5 ms, above the 3 ms target; width 96 ~2.8-2.95 ms and width 64
+~2.4-2.7 ms. The input GEMM alone is ~0.8-1.0 ms (it streams 12.6 MB of x); each of the ~20
+other ops costs 3-5x what it does in a tight loop, as the [N, d] and [S*H, N] buffers fall out
+of cache between them. Whether to trade width for the target is a capacity decision left open.
 `tests/test_models_internals.py` checks all of this against the plain formulation (scores and
 gradients), and golden/vectors/lensnet.json against a float64 numpy one.
 
