@@ -9,9 +9,15 @@ loop (~7.3-8.2 ms at 8k here). focus_step measures ~0.34-0.37 ms at 8k (interlea
 20-22x the loop in repeated runs on this shared 2-core VM, also with a busy process on the
 other core (about 40x against 15 ms). What is left at 8k is ~25 numpy passes over the N
 entries, ~100 µs of fixed per-call overhead (0.16 ms at N = 1k) and ~1 µs of Python per
-action: 30x (~0.25 ms) is beyond the numpy tuning we found (a compiled kernel would be the
-next step). 15x keeps ~30% headroom for a busy machine and still fails any slide back
-towards per-entry Python (~1-2x) by a wide margin.
+action. A step that takes no action at all (quiet scores, within budget) already costs
+~0.19-0.22 ms at 8k (validation, sibling groups, group scores, building the result), most of
+the ~0.25 ms that 30x allows; vectorizing the action loop as well (pairing the top candidates
+with the lowest swap groups in numpy, falling back to the loop on conflicts) measured no
+faster at 8k and slower at 1k, as ~20 small numpy calls cost what 64 loop iterations do.
+30x needs a compiled kernel (a numba prototype of the O(N) passes took ~65 µs where numpy
+takes ~150), which the "vectorized" contract and the dependency cost leave to the issue owner.
+15x keeps ~30% headroom for a busy machine and still fails any slide back towards per-entry
+Python (~1-2x) by a wide margin.
 """
 
 import time
