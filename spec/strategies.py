@@ -506,3 +506,20 @@ def replay_focus(cfg, T: int, wc, actions):
         records.append({"kind": kind, "lod": lod, "start": start, "forced": forced,
                         "acted_on": acted})
     return entries, origin, records
+
+
+@st.composite
+def voluntary_collapse_cases(draw):
+    """(cfg, T, wc, scores) where voluntary collapses (§5 step 4) are due: a roomy WC within
+    budget with at least one sibling group, every entry old enough to act on, and scores
+    constant over regions of one group span, mostly negative, so whole groups score below
+    -collapse_threshold. focus_cases rarely gets here (under the ci profile, none of its 50
+    examples reached step 4 with actions to spare)."""
+    cfg, T, wc = draw(roomy_cases().filter(
+        lambda c: max(reference_group_ids(c[0], c[1], entries_of(c[2])), default=-1) >= 0))
+    wc = mc.WorkingContext(wc.lods, wc.starts, wc.residency + cfg.min_residency)
+    region = span(cfg, draw(st.integers(1, cfg.max_lod)))
+    regions = [s // region for s in wc.starts.tolist()]
+    values = draw(st.lists(st.sampled_from([-1.0, -0.5, -0.5, -0.25, 0.0, 0.5]),
+                           min_size=regions[-1] + 1, max_size=regions[-1] + 1))
+    return cfg, T, wc, torch.tensor([values[r] for r in regions], dtype=torch.float32)

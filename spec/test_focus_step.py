@@ -127,7 +127,7 @@ def test_actions_follow_the_scores(case):
     assert voluntary == sorted(voluntary), f"voluntary collapses out of order: {desc}"
 
 
-@given(S.focus_cases())
+@given(S.focus_cases() | S.voluntary_collapse_cases())
 def test_no_voluntary_collapse_is_left_undone(case):
     """Unless max_actions ran out, no input group that is old enough and untouched survives
     with a group score below -collapse_threshold (§5 step 4)."""
