@@ -69,14 +69,19 @@ def test_shifting_every_position_leaves_logits_unchanged(seed, shift, fractional
 
 
 def test_positions_matter():
-    """Positions are used: changing the gaps between positions changes the logits (a model
-    that ignores its positions would pass the shift spec trivially) (§8)."""
+    """Positions are used, fractional parts included: changing the gaps between positions
+    changes the logits, and so does moving the later half by half a position (a model that
+    ignores its positions would pass the shift spec trivially; one that truncates float
+    positions to integers would pass it too, since a shift keeps every fractional part) (§8)."""
     model = shared_model()
     _, x = batch(1)
     dense = torch.arange(T)
     spread = torch.arange(T) * 37 + 0.5
     diff = (model(x, dense).logits - model(x, spread).logits).abs().max().item()
     assert diff > 1e-3, f"logits moved by only {diff} when positions spread out"
+    half = dense + (torch.arange(T) >= T // 2) * 0.5  # 0, 1, .., 5, 6.5, 7.5, ..
+    diff = (model(x, dense).logits - model(x, half).logits).abs().max().item()
+    assert diff > 1e-3, f"logits moved by only {diff} when positions {half.tolist()} gained .5"
 
 
 def test_default_positions_are_zero_to_t_minus_one_and_tokens_equal_their_embeddings():
