@@ -137,7 +137,9 @@ def test_rank_small_examples():
 @given(S.loss_cases())
 def test_budget_is_the_bounded_cost_weighted_imbalance_and_descent_reduces_it(case):
     """budget = ((P-Q)/(P+Q+eps))² in [0, 1] with P, Q the slot-cost-weighted positive and
-    negative score mass over the mask; a small descent step never increases |P-Q|/(P+Q)."""
+    negative score mass over the mask; a small descent step never increases |P-Q|/(P+Q), and
+    strictly reduces it when both masses are positive and unequal (a budget term with no
+    gradient, which "never increases" alone would accept, fails)."""
     cfg, T, wc, scores, targets, mask = case
     w = mc.LensLossWeights()
     out, g = loss_and_grad(scores, targets, mask, wc, cfg, only("budget"), "budget")
@@ -152,6 +154,8 @@ def test_budget_is_the_bounded_cost_weighted_imbalance_and_descent_reduces_it(ca
     P2, Q2 = cost_weighted_masses(scores.double() - step * g.double(), mask, wc, T, cfg)
     r2 = (P2 - Q2) / (P2 + Q2 + w.eps)
     assert abs(r2) <= abs(r) * (1 + 1e-9) + 1e-12, msg + f"\nimbalance {r} -> {r2}"
+    if P > 0 and Q > 0 and abs(r) > 1e-6:  # d|r|/ds != 0 on every entry with a cost and s != 0
+        assert abs(r2) < abs(r) * (1 - 1e-9), msg + f"\nimbalance {r} -> {r2}: no descent"
 
 
 def test_budget_is_zero_when_expand_and_collapse_mass_balance():
