@@ -213,7 +213,9 @@ def test_empty_mask_gives_exactly_zero_finite_differentiable_loss(dtype):
 @given(S.loss_cases(mask_kind="random"), st.integers(0, 2**16))
 def test_loss_is_not_constant(case, seed):
     """For random scores and targets the total is positive and its gradient is non-zero at every
-    masked entry (a loss hard-wired to zero, or one term that ignores its inputs, fails)."""
+    masked entry (a loss hard-wired to zero fails), and every term with a positive value has a
+    non-zero gradient on some masked entry (budget: when both masses are positive), so one
+    term that ignores its inputs fails too."""
     cfg, T, wc, _, _, mask = case
     g = torch.Generator().manual_seed(seed)
     n = len(wc)
@@ -223,6 +225,11 @@ def test_loss_is_not_constant(case, seed):
     msg = f"loss={out}\ngrad={grad.tolist()}\n" + describe_loss(cfg, T, wc, scores, targets, mask)
     if bool(mask.any()):
         assert out.total.item() > 0 and bool((grad[mask] != 0).all()), msg
+    P, Q = cost_weighted_masses(scores, mask, wc, T, cfg)
+    for term in TERMS:
+        if getattr(out, term).item() > 0 and (term != "budget" or (P > 0 and Q > 0)):
+            _, g_term = loss_and_grad(scores, targets, mask, wc, cfg, None, term)
+            assert bool((g_term[mask] != 0).any()), f"{term} has no gradient\n{msg}"
 
 
 # --- composition, weights, invariances --------------------------------------------------------
