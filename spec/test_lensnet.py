@@ -292,6 +292,44 @@ def test_gradient_reaches_every_parameter():
     assert not dead, f"no gradient (max |grad|) reached {dead}; live ones: {grads}"
 
 
+def test_gradient_matches_finite_differences_for_every_parameter():
+    """Training sees the function inference computes: for each parameter, autograd's
+    derivative of a weighted score sum along a random direction equals a central difference
+    of the forward, in float64 (a path detached from autograd fails here even where other
+    paths still give that parameter some gradient) (§8).
+
+    Scores come back as float32, so the difference uses eps = 1e-2 along a unit direction
+    (float32 rounding then costs ~1e-5, the O(eps^2) truncation about as much; measured
+    <= 1e-4 on derivatives up to 4.6) and a tolerance of 1e-3 relative + 1e-4."""
+    x, f, _ = snapshot()
+    x, f = x.double(), f.double()
+    g = torch.Generator().manual_seed(5)
+    tail = torch.randn(2, D_IN, generator=g, dtype=torch.float64)
+    weights = torch.randn(len(x), generator=g, dtype=torch.float64)
+    net = make_net(0, torch.float64)
+
+    def objective():
+        return (net(x, f, tail=tail).double() * weights).sum()
+
+    params = dict(net.named_parameters())
+    grads = dict(zip(params, torch.autograd.grad(objective(), list(params.values())),
+                     strict=True))
+    eps, bad = 1e-2, {}
+    for name, p in params.items():
+        d = torch.randn(p.shape, generator=g, dtype=p.dtype)
+        d /= d.norm()
+        with torch.no_grad():
+            p.add_(eps * d)
+            up = objective().item()
+            p.sub_(2 * eps * d)
+            down = objective().item()
+            p.add_(eps * d)
+        numeric, analytic = (up - down) / (2 * eps), float((grads[name] * d).sum())
+        if abs(numeric - analytic) > 1e-3 * abs(numeric) + 1e-4:
+            bad[name] = (analytic, numeric)
+    assert not bad, f"autograd vs central difference (analytic, numeric): {bad}"
+
+
 def test_inference_sees_every_parameter_update():
     """After an optimizer step (or load_state_dict), the next forward pass - with or without
     autograd, in inference mode too - uses the new weights: no stale precomputed state."""
