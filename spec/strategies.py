@@ -9,6 +9,8 @@ every level, the tail, partial blocks and eviction all show up within a few hund
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import torch
 from hypothesis import strategies as st
@@ -523,3 +525,16 @@ def voluntary_collapse_cases(draw):
     values = draw(st.lists(st.sampled_from([-1.0, -0.5, -0.5, -0.25, 0.0, 0.5]),
                            min_size=regions[-1] + 1, max_size=regions[-1] + 1))
     return cfg, T, wc, torch.tensor([values[r] for r in regions], dtype=torch.float32)
+
+
+@st.composite
+def cases_with_room(draw):
+    """(cfg, T, wc) with gists old enough to act on and room for an expansion: a drawn WC
+    (not evicted, with a gist), every residency raised by min_residency, and the budget raised
+    to K-1 .. 4K slots above its size. cases() almost never leaves room for an expansion (its
+    WCs are refined until the budget is full): under the ci profile, none of 50."""
+    cfg, T, wc = draw(st.one_of(cases(), roomy_cases()).filter(
+        lambda c: bool((c[2].lods > 0).any()) and int(c[2].starts[0]) == 0))
+    K = cfg.block_size
+    cfg = dataclasses.replace(cfg, budget=len(wc) + draw(st.integers(K - 1, 4 * K)))
+    return cfg, T, mc.WorkingContext(wc.lods, wc.starts, wc.residency + cfg.min_residency)
