@@ -228,7 +228,8 @@ def quiet_steps(wc, T, cfg):
 def test_expand_then_collapse_round_trips(data):
     """Expanding a gist, then (once its children are old enough) collapsing its children,
     restores the original entries (§5)."""
-    cfg, T, wc = data.draw(S.cases(S.configs(min_residency=0) | S.configs()))
+    cfg, T, wc = data.draw(S.cases(S.configs(min_residency=0) | S.configs())
+                           | S.cases_with_room())  # cases() alone: room in 13 of 50 (ci)
     wc = mc.WorkingContext(wc.lods, wc.starts, wc.residency + cfg.min_residency)
     gists = [i for i, lod in enumerate(wc.lods.tolist()) if lod > 0]
     if not gists or len(wc) + cfg.block_size - 1 > cfg.budget:
