@@ -3,8 +3,11 @@
 The public API (design §4) is what this module exports; the spec suite uses nothing else.
 """
 
-from .allocator import Action, block_scores, focus_step
-from .config import MCConfig
+from .controller.allocator import Action, block_scores, focus_step
+from .controller.config import MCConfig
+from .controller.legality import legal_actions
+from .controller.lod_map import render_lod_map
+from .controller.working_context import WorkingContext, append_tokens, build_working_context
 from .errors import (
     AlignmentError,
     BudgetError,
@@ -18,10 +21,8 @@ from .errors import (
     MegaContextError,
     TailError,
 )
-from .gistnet import GistNet, GistNetConfig
-from .kl import aggregate_kl, kl_barrier, kl_per_position, substitutability_loss
-from .legality import legal_actions
-from .lens_gated import (
+from .models.gistnet import GistNet, GistNetConfig
+from .models.lens_gated import (
     GatedMLP,
     LensGatedAttention,
     LensGatedBlock,
@@ -32,11 +33,17 @@ from .lens_gated import (
     lens_gated_tiny_gpt,
     route_bias_at,
 )
-from .lens_loss import LensLoss, LensLossWeights, lens_loss
-from .lens_targets import lens_targets_from_best, lens_targets_from_utilities, variant_weights
-from .lensnet import LensNet, LensNetConfig, lens_features, tail_gists
-from .lod_map import render_lod_map
-from .supervision_telemetry import (
+from .models.lensnet import LensNet, LensNetConfig, lens_features, tail_gists
+from .models.tiny_gpt import LoRALinear, TinyGPT, TinyGPTConfig, TinyGPTOutput, lora_parameters
+from .models.tree import MegaContextTree, mean_gist
+from .supervision.kl import aggregate_kl, kl_barrier, kl_per_position, substitutability_loss
+from .supervision.lens_loss import LensLoss, LensLossWeights, lens_loss
+from .supervision.lens_targets import (
+    lens_targets_from_best,
+    lens_targets_from_utilities,
+    variant_weights,
+)
+from .supervision.telemetry import (
     lens_telemetry,
     pearson_corr,
     score_histogram,
@@ -44,9 +51,6 @@ from .supervision_telemetry import (
     sign_agreement,
     spearman_corr,
 )
-from .tiny_gpt import LoRALinear, TinyGPT, TinyGPTConfig, TinyGPTOutput, lora_parameters
-from .tree import MegaContextTree, mean_gist
-from .working_context import WorkingContext, append_tokens, build_working_context
 
 __all__ = [
     "Action",

@@ -10,12 +10,12 @@ from typing import TextIO
 
 import torch
 
-from .allocator import focus_step
-from .config import MCConfig
-from .lensnet import LensNet, LensNetConfig, lens_features
-from .lod_map import render_lod_map
-from .tree import MegaContextTree
-from .working_context import WorkingContext, append_tokens, build_working_context
+from .controller.allocator import focus_step
+from .controller.config import MCConfig
+from .controller.lod_map import render_lod_map
+from .controller.working_context import WorkingContext, append_tokens, build_working_context
+from .models.lensnet import LensNet, LensNetConfig, lens_features
+from .models.tree import MegaContextTree
 
 DEMO_CFG = MCConfig(block_size=16, max_lod=2, budget=256, recent_tokens=48)
 DEMO_DIM = 64

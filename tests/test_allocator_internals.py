@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 
 import megacontext as mc
 from benchmarks.loop_allocator import loop_focus_step
-from megacontext.allocator import descending, group_scores, member_rows, sibling_run
-from megacontext.legality import sibling_groups
+from megacontext.controller.allocator import descending, group_scores, member_rows, sibling_run
+from megacontext.controller.legality import sibling_groups
 from spec import strategies as S
 
 
@@ -117,7 +117,7 @@ def test_sibling_run_finds_a_completed_group_only():
 def test_float32_threshold_test_is_exact(values, threshold):
     """`exceeds` on float32 scores equals the float64 comparison (numpy alone would round the
     threshold to float32 first and flip comparisons next to it)."""
-    from megacontext.allocator import exceeds
+    from megacontext.controller.allocator import exceeds
 
     x32 = np.asarray(values, dtype=np.float32)
     # the values right next to the threshold are where rounding would flip a comparison

@@ -7,7 +7,7 @@ from hypothesis import given
 
 from megacontext import MCConfig, MegaContextTree
 from megacontext.cli import main
-from megacontext.working_context import coarsest_tiling
+from megacontext.controller.working_context import coarsest_tiling
 from spec import strategies as S
 
 

@@ -1,11 +1,12 @@
-"""Internals of megacontext.kl that the spec does not pin: the exact p95 split, the gradient
-of each aggregator, the scaled rmse at the float32 extremes, and error messages' indices."""
+"""Internals of megacontext.supervision.kl that the spec does not pin: the exact p95 split, the
+gradient of each aggregator, the scaled rmse at the float32 extremes, and error
+messages' indices."""
 
 import pytest
 import torch
 
-from megacontext import kl as K
 from megacontext.errors import InputError
+from megacontext.supervision import kl as K
 
 
 @pytest.mark.parametrize("n", list(range(1, 45)) + [97, 1000])

@@ -1,4 +1,4 @@
-"""Internals of megacontext.lens_gated that are not part of the spec contract: the functional
+"""Internals of megacontext.models.lens_gated that are not part of the spec contract: the functional
 core (lens_logits, causal_attention), dtypes, state-dict layout, LoRA interplay, the factory."""
 
 import pytest
@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 import megacontext as mc
-from megacontext.lens_gated import causal_attention, lens_logits
+from megacontext.models.lens_gated import causal_attention, lens_logits
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -10,10 +10,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from megacontext import MCConfig, WorkingContext
-from megacontext.lens_loss import rank_hinge, rank_pairs
-from megacontext.lens_targets import check_number, compare_lod_maps, group_values
-from megacontext.lens_vectors import PATH, render
-from megacontext.supervision_telemetry import average_ranks
+from megacontext.conformance.lens_vectors import PATH, render
+from megacontext.supervision.lens_loss import rank_hinge, rank_pairs
+from megacontext.supervision.lens_targets import check_number, compare_lod_maps, group_values
+from megacontext.supervision.telemetry import average_ranks
 
 
 def same_document(a, b, path="") -> list[str]:
@@ -34,12 +34,13 @@ def same_document(a, b, path="") -> list[str]:
 
 
 def test_golden_vector_file_is_what_the_generator_writes():
-    """golden/vectors/lens_supervision.json is what `python -m megacontext.lens_vectors`
+    """golden/vectors/lens_supervision.json is what `python -m megacontext.conformance.lens_vectors`
     writes (floats to 1e-12): the documented producer and the committed file cannot drift."""
     diffs = same_document(json.loads(PATH.read_text()), json.loads(render()))
     assert not diffs, (
-        f"{PATH} differs from megacontext/lens_vectors.py's output: {diffs[:5]}; if the change "
-        f"is intended, run `python -m megacontext.lens_vectors --write` and explain the diff")
+        f"{PATH} differs from megacontext/conformance/lens_vectors.py's output: {diffs[:5]}; if "
+        f"the change is intended, run `python -m megacontext.conformance.lens_vectors --write` "
+        f"and explain the diff")
 
 
 @given(st.lists(st.sampled_from([-1.0, 0.0, 0.5, 2.0]) | st.floats(-3, 3), max_size=40),

@@ -1,4 +1,4 @@
-"""Internals of the models (megacontext.lensnet, .gistnet, .tiny_gpt) that are not contract:
+"""Internals of the models (megacontext.models.lensnet, .gistnet, .tiny_gpt) that are not contract:
 LensNet's absorbed attention equals the plain formulation, its in-place inference path equals
 the autograd path, RoPE tables are float64-accurate, LoRA wiring."""
 
@@ -9,11 +9,11 @@ import math
 import torch
 import torch.nn.functional as F
 
-from megacontext.config import MCConfig
-from megacontext.gistnet import GistNet, GistNetConfig
-from megacontext.lensnet import LensNet, LensNetConfig, tail_gists
-from megacontext.tiny_gpt import LoRALinear, TinyGPT, TinyGPTConfig, apply_rope, rope_tables
-from megacontext.tree import MegaContextTree
+from megacontext.controller.config import MCConfig
+from megacontext.models.gistnet import GistNet, GistNetConfig
+from megacontext.models.lensnet import LensNet, LensNetConfig, tail_gists
+from megacontext.models.tiny_gpt import LoRALinear, TinyGPT, TinyGPTConfig, apply_rope, rope_tables
+from megacontext.models.tree import MegaContextTree
 
 
 def plain_lensnet(net, x, features, mask, tail, tail_mask):

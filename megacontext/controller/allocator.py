@@ -21,8 +21,8 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from ..errors import InputError, InputTypeError, check_tensor
 from .config import BLOCK_SCORE_MODES, MCConfig
-from .errors import InputError, InputTypeError, check_tensor
 from .legality import sibling_groups
 from .working_context import WorkingContext, as_numpy, validate_layout
 

@@ -19,10 +19,10 @@ import math
 import numpy as np
 import torch
 
-from .config import MCConfig
-from .errors import InputError, InputTypeError, check_tensor
-from .legality import legal_actions
-from .working_context import WorkingContext, as_numpy, check_working_context
+from ..controller.config import MCConfig
+from ..controller.legality import legal_actions
+from ..controller.working_context import WorkingContext, as_numpy, check_working_context
+from ..errors import InputError, InputTypeError, check_tensor
 
 
 def check_number(name: str, value, *, minimum: float | None = None) -> float:

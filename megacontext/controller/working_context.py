@@ -18,8 +18,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from .config import MCConfig
-from .errors import (
+from ..errors import (
     AlignmentError,
     BudgetError,
     ContiguityError,
@@ -30,6 +29,7 @@ from .errors import (
     TailError,
     check_int,
 )
+from .config import MCConfig
 
 
 def as_numpy(t: torch.Tensor) -> np.ndarray:

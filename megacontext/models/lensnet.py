@@ -59,9 +59,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .config import MCConfig
-from .errors import ConfigError, InputError, InputTypeError, check_int, check_tensor
-from .working_context import WorkingContext, as_numpy, check_working_context
+from ..controller.config import MCConfig
+from ..controller.working_context import WorkingContext, as_numpy, check_working_context
+from ..errors import ConfigError, InputError, InputTypeError, check_int, check_tensor
 
 N_FEATURES = 3  # lens_features: level, log span width, log distance to the cursor
 _INSIDE_ONE = 1.0 - 2.0**-24  # largest float32 factor < 1: maps tanh's 1.0 to 0.99999994

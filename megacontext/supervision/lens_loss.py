@@ -38,10 +38,10 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from .config import MCConfig
-from .errors import ConfigError, InputError, InputTypeError, check_tensor
-from .legality import legal_actions
-from .working_context import WorkingContext, check_working_context
+from ..controller.config import MCConfig
+from ..controller.legality import legal_actions
+from ..controller.working_context import WorkingContext, check_working_context
+from ..errors import ConfigError, InputError, InputTypeError, check_tensor
 
 
 @dataclass(frozen=True)

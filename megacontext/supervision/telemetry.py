@@ -21,7 +21,7 @@ import math
 
 import torch
 
-from .errors import InputError, InputTypeError, check_tensor
+from ..errors import InputError, InputTypeError, check_tensor
 
 
 def _rows(name: str, x: torch.Tensor, mask: torch.Tensor | None, other=None):

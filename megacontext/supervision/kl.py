@@ -37,7 +37,7 @@ import numbers
 import torch
 import torch.nn.functional as F
 
-from .errors import InputError, InputTypeError
+from ..errors import InputError, InputTypeError
 
 AGGREGATORS = ("mean", "rmse", "p95", "max")
 DIRECTIONS = ("fwd", "rev")  # fwd = KL(ref ‖ student), rev = KL(student ‖ ref)

@@ -50,7 +50,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .errors import ConfigError, InputError, InputTypeError, check_int, check_tensor
+from ..errors import ConfigError, InputError, InputTypeError, check_int, check_tensor
 from .tiny_gpt import TinyGPT, TinyGPTConfig, apply_rope
 
 CONTEXT_MODES = ("off", "low_rank", "full_rank")

@@ -1,7 +1,9 @@
 """Golden vectors for lens supervision (design §6): how they are made and written.
 
-    python -m megacontext.lens_vectors            # print the document
-    python -m megacontext.lens_vectors --write    # rewrite golden/vectors/lens_supervision.json
+    python -m megacontext.conformance.lens_vectors           # print the document
+    python -m megacontext.conformance.lens_vectors --write   # rewrite the golden file
+
+(the golden file: golden/vectors/lens_supervision.json)
 
 The file is language-neutral: a port checks itself against it without Python. Every case names
 the public function, its config, working context(s) and inputs, and the expected outputs that
@@ -25,12 +27,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import MCConfig
-from .lens_loss import LensLossWeights, lens_loss
-from .lens_targets import lens_targets_from_best, lens_targets_from_utilities, variant_weights
-from .working_context import WorkingContext
+from ..controller.config import MCConfig
+from ..controller.working_context import WorkingContext
+from ..supervision.lens_loss import LensLossWeights, lens_loss
+from ..supervision.lens_targets import (
+    lens_targets_from_best,
+    lens_targets_from_utilities,
+    variant_weights,
+)
 
-PATH = Path(__file__).resolve().parents[1] / "golden" / "vectors" / "lens_supervision.json"
+PATH = Path(__file__).resolve().parents[2] / "golden" / "vectors" / "lens_supervision.json"
 TOLERANCE = {"rtol": 1e-5, "atol": 1e-6}
 NAN = math.nan
 
@@ -233,7 +239,8 @@ def build_cases() -> list[dict]:
 def build_document() -> dict:
     return {
         "format": "megacontext lens supervision golden vectors, version 1",
-        "produced_by": "python -m megacontext.lens_vectors --write (megacontext/lens_vectors.py)",
+        "produced_by": ("python -m megacontext.conformance.lens_vectors --write "
+                        "(megacontext/conformance/lens_vectors.py)"),
         "design": "design.md §6 (lens supervision); §3 (sibling groups, legality)",
         "conventions": {
             "null": "NaN in a float array",
@@ -255,7 +262,7 @@ def render() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m megacontext.lens_vectors",
+    parser = argparse.ArgumentParser(prog="python -m megacontext.conformance.lens_vectors",
                                      description=__doc__.split("\n")[0])
     parser.add_argument("--write", action="store_true", help=f"rewrite {PATH.name}")
     args = parser.parse_args(argv)

@@ -33,7 +33,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .errors import ConfigError, InputError, InputTypeError, check_int, check_tensor
+from ..errors import ConfigError, InputError, InputTypeError, check_int, check_tensor
 
 BlockFactory = Callable[["TinyGPTConfig", int], nn.Module]
 

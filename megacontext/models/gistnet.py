@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .errors import ConfigError, InputError, InputTypeError, check_int, check_tensor
+from ..errors import ConfigError, InputError, InputTypeError, check_int, check_tensor
 
 
 @dataclass(frozen=True)

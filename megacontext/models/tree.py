@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import MCConfig
-from .errors import InputError, InputTypeError, check_tensor
-from .working_context import WorkingContext, as_numpy, check_working_context
+from ..controller.config import MCConfig
+from ..controller.working_context import WorkingContext, as_numpy, check_working_context
+from ..errors import InputError, InputTypeError, check_tensor
 
 GistFn = Callable[[torch.Tensor, int], torch.Tensor]  # (children [B, K, D], lod) -> [B, D]
 
