@@ -1,6 +1,6 @@
 """The focus allocator written the straightforward way: one entry at a time, in Python.
 
-This is the perf baseline of design §10 and an independent second implementation of design §5
+This is the perf baseline of contract §10 and an independent second implementation of contract §5
 (the same decisions, the same tie-breaks, the same bookkeeping): `loop_focus_step` must return
 exactly what `megacontext.focus_step` returns. It is how such allocators are usually first
 written (and how the public implementation this project replaces wrote its own): Python lists
@@ -18,7 +18,7 @@ from megacontext import Action, MCConfig, WorkingContext
 
 
 def loop_validate(lods, starts, T, cfg):
-    """Every invariant of design §3 but the budget, entry by entry (ValueError on a break)."""
+    """Every invariant of contract §3 but the budget, entry by entry (ValueError on a break)."""
     K, tail = cfg.block_size, max(T - cfg.recent_tokens, 0)
     prev_end = None
     for i in range(len(lods)):

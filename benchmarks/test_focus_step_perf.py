@@ -1,9 +1,9 @@
-"""Perf gate of the focus allocator (design §10): `focus_step` at N = 1k, 8k, 32k entries on
+"""Perf gate of the focus allocator (contract §10): `focus_step` at N = 1k, 8k, 32k entries on
 realistic mixed-LOD working contexts, against the per-entry Python loop of the same algorithm
 (benchmarks/loop_allocator.py), in the same run, with identical results. Absolute times
 (target <= 0.5 ms at 8k on the 2-core CPU) are reported in extra_info for information.
 
-Gate: >= 15x the loop at N = 8192. Design §10 asks for 30x, a figure that assumed the ~15 ms
+Gate: >= 15x the loop at N = 8192. Contract §10 asks for 30x, a figure that assumed the ~15 ms
 per-entry loop of the public implementation; our loop reference is a leaner straightforward
 loop (~7.3-8.2 ms at 8k here). focus_step measures ~0.34-0.37 ms at 8k (interleaved min),
 20-22x the loop in repeated runs on this shared 2-core VM, also with a busy process on the

@@ -1,4 +1,4 @@
-"""Perf gate for the lens loss (issue 4, design §6): vectorized, O(N log N) in the entries.
+"""Perf gate for the lens loss (issue 4, contract §6): vectorized, O(N log N) in the entries.
 
 The gate is a ratio measured in one run: lens_loss forward + backward at N ≈ 8192 entries over
 the same at N ≈ 1024, single-threaded. O(N log N) predicts about 10×, a quadratic pair set 64×;

@@ -1,4 +1,4 @@
-"""Perf gates for the models (design §10; issue 6), as ratios measured in the same run.
+"""Perf gates for the models (contract §10; issue 6), as ratios measured in the same run.
 
 - LensNet forward at N = 1k, 8k, 32k, d_in = 768, fp32 and bf16 (absolute times: information;
   the design's target is <= 3 ms in bf16 at 8k on the 2-core AMX CPU it was written on).

@@ -1,6 +1,6 @@
 """megacontext: a compact PyTorch reference for MegaContext-style learned context focus.
 
-The public API (design §4) is what this module exports; the spec suite uses nothing else.
+The public API (contract §4) is what this module exports; the spec suite uses nothing else.
 """
 
 from .controller.allocator import Action, block_scores, focus_step

@@ -106,6 +106,19 @@ def section_lensnet(rng: torch.Generator, out: TextIO) -> None:
 SECTIONS = [section_baseline, section_focus, section_lensnet]
 
 
+def add_arguments(parser) -> None:
+    """`megacontext demo` options."""
+    from .cli import seed_type
+
+    parser.add_argument("--seed", type=seed_type, default=0,
+                        help="seed of the synthetic session, in [0, 2**63 - 1] (default 0)")
+
+
+def run(args) -> int:
+    run_demo(seed=args.seed)
+    return 0
+
+
 def run_demo(seed: int = 0, out: TextIO | None = None) -> None:
     import sys
 

@@ -1,6 +1,6 @@
 """Typed errors and the input checks that raise them.
 
-Every error names the argument and the offending value or index (design §4): a port's error
+Every error names the argument and the offending value or index (contract §4): a port's error
 messages need not match ours, but its exception types must subclass the same builtins
 (``ValueError`` / ``TypeError``) and the invariant errors must be the named subclasses.
 """
@@ -26,7 +26,7 @@ class InputTypeError(MegaContextError, TypeError):
     """A bad argument type or dtype."""
 
 
-# --- working-context invariants (design §3); one subclass per invariant -------------------
+# --- working-context invariants (contract §3); one subclass per invariant -------------------
 
 
 class InvariantError(MegaContextError, ValueError):

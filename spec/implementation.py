@@ -1,6 +1,6 @@
 """The implementation under test, chosen by MEGACONTEXT_IMPL (a module path).
 
-Every spec imports `mc` from here and uses only the public API of design §4, as the Array API
+Every spec imports `mc` from here and uses only the public API of contract §4, as the Array API
 conformance suite does with its `xp`. Default: the reference implementation.
 """
 

@@ -29,7 +29,7 @@ def tail_start(cfg, T: int) -> int:
 
 
 def coarsest_tiling(cfg, T: int) -> list[tuple[int, int]]:
-    """[(lod, start)] of the coarsest legal tiling of [0, T): design §3 invariants 3, 4, 6."""
+    """[(lod, start)] of the coarsest legal tiling of [0, T): contract §3 invariants 3, 4, 6."""
     K = cfg.block_size
     a0 = K * (tail_start(cfg, T) // K)  # blocks from here on touch the tail or are partial
     entries, p = [], 0
@@ -141,7 +141,7 @@ def scores_for(n: int, kind: str | None = None) -> st.SearchStrategy[torch.Tenso
     )
 
 
-# --- KL substitutability and barrier (design §7) -------------------------------------------
+# --- KL substitutability and barrier (contract §7) -------------------------------------------
 
 KL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
@@ -178,13 +178,13 @@ def kl_values(min_size: int = 0, max_size: int = 40) -> st.SearchStrategy[torch.
     )
 
 
-# --- lens supervision (design §6) ----------------------------------------------------------
+# --- lens supervision (contract §6) ----------------------------------------------------------
 
 NAN = float("nan")
 
 
 def reference_group_ids(cfg, T: int, entries) -> list[int]:
-    """Sibling group of each entry by a direct scan (design §3), -1 where none; independent of
+    """Sibling group of each entry by a direct scan (contract §3), -1 where none; independent of
     the implementation's legal_actions."""
     K, gid, g, i = cfg.block_size, [-1] * len(entries), 0, 0
     while i + K <= len(entries):
@@ -398,7 +398,7 @@ def position_shifts() -> st.SearchStrategy[float]:
     return st.one_of(st.integers(-1000, 10**6), st.sampled_from([0.5, 16.5, 12345.25, 999_999.5]))
 
 
-# --- focus allocator (design §5) -------------------------------------------------------------
+# --- focus allocator (contract §5) -------------------------------------------------------------
 
 
 def focus_scores(n: int, starts=None, region: int = 1) -> st.SearchStrategy[torch.Tensor]:
@@ -461,7 +461,7 @@ def find_entry(entries, start: int) -> int:
 def replay_focus(cfg, T: int, wc, actions):
     """Apply focus_step's `actions` to the input WC one at a time, checking each is legal.
 
-    Independent of the implementation (design §3, §5): an expand names a present gist; a
+    Independent of the implementation (contract §3, §5): an expand names a present gist; a
     collapse names K consecutive present entries of one level < max_lod forming a whole
     aligned sibling group whose parent span is complete and outside the protected tail; an
     evict names the oldest entry, only while N > budget and no legal group is left. Returns

@@ -1,4 +1,4 @@
-"""build_working_context and append_tokens (design §3 invariant 5 and §4): the recency baseline
+"""build_working_context and append_tokens (contract §3 invariant 5 and §4): the recency baseline
 is valid, covers the whole history whenever the coarsest tiling fits, evicts only the oldest
 entries otherwise, and is finest near the cursor."""
 

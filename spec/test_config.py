@@ -1,5 +1,5 @@
 """MCConfig: the documented defaults, and a ValueError naming the field for any config that
-cannot work (design §4, "MCConfig")."""
+cannot work (contract §4, "MCConfig")."""
 
 import pytest
 
@@ -7,13 +7,13 @@ from spec.implementation import mc
 
 
 def test_defaults_match_design():
-    """The defaults are the ones design §4 lists."""
+    """The defaults are the ones contract §4 lists."""
     cfg = mc.MCConfig()
     expected = dict(block_size=32, max_lod=2, budget=8192, recent_tokens=64,
                     expand_threshold=0.1, collapse_threshold=0.1, swap_margin=0.2,
                     min_residency=2, max_actions=64, block_score="mean")
     got = {k: getattr(cfg, k) for k in expected}
-    assert got == expected, f"MCConfig() = {got}, design §4 says {expected}"
+    assert got == expected, f"MCConfig() = {got}, contract §4 says {expected}"
 
 
 def test_config_is_frozen():

@@ -1,4 +1,4 @@
-"""Golden LOD maps of the focus allocator (design §5, §9): canonical scenarios run for a few
+"""Golden LOD maps of the focus allocator (contract §5, §9): canonical scenarios run for a few
 focus steps, each step's actions and map pinned in golden/test_focus_golden/. A change in what
 the allocator focuses on shows up as a reviewed diff.
 

@@ -1,5 +1,5 @@
 """A session of interleaved append_tokens and focus_step calls with arbitrary scores keeps
-every invariant after every step (design §5, stateful property): the WC is valid (within
+every invariant after every step (contract §5, stateful property): the WC is valid (within
 budget after each focus step), actions replay legally, only forced collapses break hysteresis,
 and residency counts the steps since an entry was created."""
 

@@ -1,4 +1,4 @@
-"""focus_step and block_scores (design §5): the allocator's output is always valid and within
+"""focus_step and block_scores (contract §5): the allocator's output is always valid and within
 budget; every action is legal and replays to the output; forced collapses come first and only
 they may break hysteresis; max_actions bounds the rest; quiet scores do nothing; the same
 inputs give the same outputs; ties break towards older entries; bad input raises."""

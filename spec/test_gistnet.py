@@ -1,4 +1,4 @@
-"""GistNet (design §8; issue 6): K vectors -> 1 gist with a small non-causal transformer and
+"""GistNet (contract §8; issue 6): K vectors -> 1 gist with a small non-causal transformer and
 learned-query pooling; the gist depends on every child, shared or per-level weights, batched,
 dtype-preserving, trainable, and a drop-in gist function for MegaContextTree.
 

@@ -1,4 +1,4 @@
-"""WorkingContext.validate: every invariant of design §3 is checked, each by its own
+"""WorkingContext.validate: every invariant of contract §3 is checked, each by its own
 InvariantError subclass naming the first offending entry."""
 
 import pytest

@@ -1,4 +1,4 @@
-"""KL substitutability and barrier (design §7): per-position KL summed over the vocabulary,
+"""KL substitutability and barrier (contract §7): per-position KL summed over the vocabulary,
 aggregated over positions with mean | rmse | p95 | max in float32 whatever the input dtype,
 exact zeros with NaN-free gradients at zero KL and on empty masks, and a hinge barrier
 weight·relu(agg − tau) with fwd = KL(ref‖student), rev = KL(student‖ref).

@@ -1,4 +1,4 @@
-"""Language-neutral golden vectors for KL and the barrier (design §7): golden/vectors/kl.json
+"""Language-neutral golden vectors for KL and the barrier (contract §7): golden/vectors/kl.json
 holds inputs, float64 expected outputs for each direction and aggregator, and the tolerance;
 the implementation under test must reproduce them. The file documents its own definitions so a
 port (JAX, C++, Rust) can check itself against it without Python."""

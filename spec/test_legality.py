@@ -1,4 +1,4 @@
-"""legal_actions (design §3 "Legality", "Sibling group"): LOD0 never expands, LOD-max never
+"""legal_actions (contract §3 "Legality", "Sibling group"): LOD0 never expands, LOD-max never
 collapses, and a collapse group is exactly K aligned siblings whose parent is complete and
 outside the protected tail."""
 

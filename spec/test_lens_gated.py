@@ -1,4 +1,4 @@
-"""Lens-gated attention block (design §8, seed 004): what each mechanism computes, causality with
+"""Lens-gated attention block (contract §8, seed 004): what each mechanism computes, causality with
 every mechanism on, the softmax lens gates, the route gate, the MLP context blend, gradients,
 the TinyGPT integration and typed errors.
 

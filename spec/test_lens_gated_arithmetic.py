@@ -1,4 +1,4 @@
-"""Lens-gated attention arithmetic (design §8, seed 004): parameter counts at the GPT-2 124M
+"""Lens-gated attention arithmetic (contract §8, seed 004): parameter counts at the GPT-2 124M
 shape counted from the built modules, compute neutrality counted in matmul FLOPs, and the
 route-annealing schedule.
 

@@ -1,4 +1,4 @@
-"""The lens loss (design §6 "Loss"): every term's polarity, masking, the empty-mask edge case in
+"""The lens loss (contract §6 "Loss"): every term's polarity, masking, the empty-mask edge case in
 fp32 and bf16, permutation invariance, and a loss that cannot be hard-wired to zero."""
 
 import math

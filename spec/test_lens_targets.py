@@ -1,4 +1,4 @@
-"""Lens supervision targets (design §6 "Utilities", "Best variant"): polarity, legality masks,
+"""Lens supervision targets (contract §6 "Utilities", "Best variant"): polarity, legality masks,
 block-aligned collapse broadcast, NaN = not measured, and per-variant weights that never favour
 a worse variant."""
 
@@ -20,7 +20,7 @@ def nan_vec(n):
 
 
 def reference_utility_targets(cfg, T, wc, gain, loss, price):
-    """Design §6 by a direct per-entry loop: target = max(U_exp, 0) - max(U_col, 0) over the
+    """Contract §6 by a direct per-entry loop: target = max(U_exp, 0) - max(U_col, 0) over the
     legal, measured terms; a group's collapse loss is whatever value its members carry."""
     entries = S.entries_of(wc)
     gid = S.reference_group_ids(cfg, T, entries)

@@ -1,4 +1,4 @@
-"""End-to-end lens supervision smoke (design §6): synthetic counterfactual utilities ->
+"""End-to-end lens supervision smoke (contract §6): synthetic counterfactual utilities ->
 lens_targets_from_utilities -> lens_loss -> a tiny linear scorer trained with Adam; held-out
 scores must rank like their targets. A flipped sign anywhere in that chain (targets, a loss
 term, the scorer's use of the loss) turns the correlation negative or destroys it."""

@@ -1,4 +1,4 @@
-"""Language-neutral golden vectors for lens supervision (design §6): the implementation under
+"""Language-neutral golden vectors for lens supervision (contract §6): the implementation under
 test reproduces golden/vectors/lens_supervision.json (targets, masks, every loss term and the
 gradient, variant weights, errors) within the file's own tolerance, from float32 inputs."""
 

@@ -1,4 +1,4 @@
-"""LensNet (design §8, §4; issue 6): a deterministic, non-causal, batched, permutation-
+"""LensNet (contract §8, §4; issue 6): a deterministic, non-causal, batched, permutation-
 equivariant scorer whose scores lie strictly inside (-1, 1), in fp32 and bf16, trainable end to
 end, and reproducing the language-neutral golden vectors in golden/vectors/lensnet.json.
 

@@ -1,4 +1,4 @@
-"""render_lod_map (design §9): the normative text format, and golden maps that pin the
+"""render_lod_map (contract §9): the normative text format, and golden maps that pin the
 recency baseline on canonical scenarios (a changed map is a reviewed diff)."""
 
 import pytest

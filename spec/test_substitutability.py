@@ -1,4 +1,4 @@
-"""GistNet's substitutability loss (design §7, seed 001): the aggregated KL(raw ‖ gist) between
+"""GistNet's substitutability loss (contract §7, seed 001): the aggregated KL(raw ‖ gist) between
 the base model's next-token distributions with a span's raw tokens and with its gist in their
 place, over the first H positions after the span. Model-agnostic: it takes log-probabilities
 [..., P, V], so any model (and the training loop) can use it directly."""

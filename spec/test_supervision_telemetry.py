@@ -1,4 +1,4 @@
-"""Supervision telemetry (issue 4; design §6 polarity): Pearson / Spearman correlation and sign
+"""Supervision telemetry (issue 4; contract §6 polarity): Pearson / Spearman correlation and sign
 agreement between scores and targets over the mask, per snapshot and mean/max/min over a batch,
 score histogram, mean |score| and score std — what a training run logs to see polarity drift.
 Undefined statistics are NaN and batch aggregates skip them."""

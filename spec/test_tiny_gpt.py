@@ -1,4 +1,4 @@
-"""TinyGPT (design §8; issue 6): a small decoder over input embeddings at explicit (integer or
+"""TinyGPT (contract §8; issue 6): a small decoder over input embeddings at explicit (integer or
 float) RoPE positions, causal in entry order, with per-position NLL, LoRA adapters on chosen
 projections and a swappable block (`TinyGPTConfig.block_factory`, for issue 7).
 

@@ -1,4 +1,4 @@
-"""MegaContextTree (design §8): append-only ingest, each gist computed exactly once when its
+"""MegaContextTree (contract §8): append-only ingest, each gist computed exactly once when its
 span completes, no gist for a partial span, mean pooling by default, gather in WC order."""
 
 import pytest

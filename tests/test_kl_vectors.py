@@ -1,6 +1,6 @@
 """The generator of golden/vectors/kl.json, and a check that the committed file is what it makes.
 
-Expected values come from a float64 numpy computation written from the definitions (design §7),
+Expected values come from a float64 numpy computation written from the definitions (contract §7),
 independent of megacontext; spec/test_kl_vectors.py checks the implementation against the file.
 Regenerate on purpose only, and review the diff:
 
@@ -122,7 +122,7 @@ def build_vectors() -> dict:
         3.0 * rng.standard_normal((1, 3, 4)) + 5.0, 3.0 * rng.standard_normal((1, 3, 4)) - 2.0,
         [[True, True, True]], tau=0.5, weight=1.0))
     return {
-        "topic": "KL substitutability and barrier (megacontext design §7)",
+        "topic": "KL substitutability and barrier (megacontext contract §7)",
         "generated_by": "tests/test_kl_vectors.py (float64 numpy, from the definitions below)",
         "encoding": "tensors are nested lists in row-major order with the given shape [..., V]; "
                     "the string '-inf' stands for negative infinity (probability 0); mask has "

@@ -61,7 +61,7 @@ def attention(P, name, q_in, kv_in, key_ok, H):
 
 
 def lensnet64(P, x, features, mask, tail, tail_mask, n_heads):
-    """Scores [N] of one sample, float64, as design §8 describes LensNet."""
+    """Scores [N] of one sample, float64, as contract §8 describes LensNet."""
     ln = lambda name, t: layer_norm(t, P[f"{name}.weight"], P[f"{name}.bias"])
     h = linear(P, "in_proj", x) + features @ P["feat_proj.weight"].T
     hn = np.where(mask[:, None], ln("norm_entries", h), 0.0)
@@ -117,7 +117,7 @@ def build_vectors() -> dict:
     scores = np.stack([lensnet64(P, x[b], features[b], mask[b], tail[b], tail_mask[b],
                                  CONFIG["n_heads"]) for b in range(B)])
     return {
-        "topic": "LensNet scores (megacontext design §8)",
+        "topic": "LensNet scores (megacontext contract §8)",
         "generated_by": "tests/test_lensnet_vectors.py (float64 numpy, plain formulation)",
         "encoding": "tensors are nested lists in row-major order; weights are float32-exact; "
                     "load them by name (torch state_dict keys; Linear weights are [out, in])",

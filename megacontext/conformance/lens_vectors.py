@@ -1,4 +1,4 @@
-"""Golden vectors for lens supervision (design §6): how they are made and written.
+"""Golden vectors for lens supervision (contract §6): how they are made and written.
 
     python -m megacontext.conformance.lens_vectors           # print the document
     python -m megacontext.conformance.lens_vectors --write   # rewrite the golden file
@@ -241,7 +241,7 @@ def build_document() -> dict:
         "format": "megacontext lens supervision golden vectors, version 1",
         "produced_by": ("python -m megacontext.conformance.lens_vectors --write "
                         "(megacontext/conformance/lens_vectors.py)"),
-        "design": "design.md §6 (lens supervision); §3 (sibling groups, legality)",
+        "contract": "spec/README.md §6 (lens supervision); §3 (sibling groups, legality)",
         "conventions": {
             "null": "NaN in a float array",
             "wc": "a working context as parallel arrays lods, starts (residency 0)",

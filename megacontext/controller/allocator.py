@@ -1,4 +1,4 @@
-"""The focus allocator: LensNet's signed scores -> legal, block-aligned actions (design §5).
+"""The focus allocator: LensNet's signed scores -> legal, block-aligned actions (contract §5).
 
 `focus_step` is greedy, discrete and deterministic. Everything proportional to the number of
 entries N is one numpy pass (validation, groups, group scores, candidate selection, building
@@ -30,7 +30,7 @@ EXPAND, COLLAPSE, EVICT = "expand", "collapse", "evict"
 
 
 class Action(NamedTuple):
-    """One edit of the WC, named by what it acted on *before* the action (design §4).
+    """One edit of the WC, named by what it acted on *before* the action (contract §4).
 
     expand: the gist (its lod, its start); collapse: the sibling group (the members' lod, the
     first member's start); evict: the evicted entry.

@@ -1,4 +1,4 @@
-"""`MCConfig`: the controller's configuration, validated at construction (design §4)."""
+"""`MCConfig`: the controller's configuration, validated at construction (contract §4)."""
 
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ class MCConfig:
 
         need_int("block_size", 2)
         need_int("max_lod", 1)
-        if self.max_lod > 9:  # the LOD map (design §9) shows a level as one digit
+        if self.max_lod > 9:  # the LOD map (contract §9) shows a level as one digit
             raise ConfigError(f"MCConfig.max_lod must be <= 9, got {self.max_lod}")
         need_int("budget", 1)
         need_int("recent_tokens", 0)

@@ -1,4 +1,4 @@
-"""Which actions are legal on a working context (design §3, "Legality" and "Sibling group").
+"""Which actions are legal on a working context (contract §3, "Legality" and "Sibling group").
 
 Legality here is structural: levels, alignment, complete spans, the protected tail. Hysteresis
 (`min_residency`) is a runtime rule the focus allocator applies on top, so that supervision

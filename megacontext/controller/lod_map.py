@@ -1,4 +1,4 @@
-"""`render_lod_map`: the normative text picture of a working context (design §9).
+"""`render_lod_map`: the normative text picture of a working context (contract §9).
 
     T=<tokens> N=<entries>/<budget> K=<K>
     then one character per K-token block of [0, T), wrapped at 128 characters per line:

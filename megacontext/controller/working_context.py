@@ -1,4 +1,4 @@
-"""The working context (WC): what the frozen base model sees, and its invariants (design §3).
+"""The working context (WC): what the frozen base model sees, and its invariants (contract §3).
 
 A WC is three parallel int64 tensors: `lods[N]`, `starts[N]`, `residency[N]`. Entry i covers
 tokens `[starts[i], starts[i] + K**lods[i])`; every entry costs one slot of the budget. The
@@ -121,7 +121,7 @@ class WorkingContext:
         return self.starts + self.spans(cfg) // 2
 
     def validate(self, cfg: MCConfig, T: int) -> None:
-        """Raise the `InvariantError` subclass of the first broken invariant (design §3)."""
+        """Raise the `InvariantError` subclass of the first broken invariant (contract §3)."""
         validate_arrays(as_numpy(self.lods), as_numpy(self.starts), as_numpy(self.residency),
                         T, cfg)
 
@@ -167,7 +167,7 @@ def validate_arrays(
     *,
     check_budget: bool = True,
 ) -> np.ndarray:
-    """Check every invariant of design §3, in a fixed order, naming the first offending entry.
+    """Check every invariant of contract §3, in a fixed order, naming the first offending entry.
 
     Order: level range, alignment, complete span, contiguity, coverage, tail, budget — so a WC
     breaking exactly one invariant always reports that one. Returns the entries' spans [N]

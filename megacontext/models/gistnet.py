@@ -1,4 +1,4 @@
-"""`GistNet`: compress K vectors into one gist (design §8).
+"""`GistNet`: compress K vectors into one gist (contract §8).
 
     h    = children + pos[k] (+ level embedding when levels share weights)     [B, K, D]
     h    = n_layers x non-causal pre-norm transformer block over the K vectors

@@ -1,4 +1,4 @@
-"""Lens-gated attention block (design §8, seed 004): shift work from attention to the MLP.
+"""Lens-gated attention block (contract §8, seed 004): shift work from attention to the MLP.
 
 Five mechanisms on top of a pre-LayerNorm transformer block, each switchable for ablations:
 

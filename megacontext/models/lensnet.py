@@ -1,4 +1,4 @@
-"""`LensNet`: a signed utility score in (-1, 1) for every working-context entry (design §8).
+"""`LensNet`: a signed utility score in (-1, 1) for every working-context entry (contract §8).
 
 Non-causal dual cross-attention, linear in N:
 
@@ -14,7 +14,7 @@ Read and Write are ordinary multi-head cross-attentions (q, k, v, o projections)
 the whole WC, so the first entry's score depends on the recent tail (the public LensNet this
 replaces was causal and could not). Positive u: more detail here is worth it; negative: less.
 
-Speed (design §10: <= 3 ms at N=8192, d_in=768 in bf16). The only O(N * d_in) work is the input
+Speed (contract §10: <= 3 ms at N=8192, d_in=768 in bf16). The only O(N * d_in) work is the input
 projection, a bf16 GEMM (about a third of the forward at 8k); the rest is a few passes over the
 entries' [N, d] buffer and over [S*H, N] attention weights:
 - per-entry key/value/query/output projections are never materialised: they are absorbed into

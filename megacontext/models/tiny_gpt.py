@@ -1,4 +1,4 @@
-"""`TinyGPT`: a small decoder that reads input embeddings at explicit RoPE positions (design §8).
+"""`TinyGPT`: a small decoder that reads input embeddings at explicit RoPE positions (contract §8).
 
 A working context mixes raw tokens and gists, so the base model must accept (a) embeddings
 instead of token ids and (b) explicit, possibly non-integer positions: a token sits at its own

@@ -1,4 +1,4 @@
-"""`MegaContextTree`: the whole history, at every level of detail (design §8).
+"""`MegaContextTree`: the whole history, at every level of detail (contract §8).
 
 LOD0 holds one vector per token; LOD-l holds one gist per K consecutive LOD-(l-1) vectors.
 Ingest is append-only and a gist is computed exactly once, in the append that completes its

@@ -1,4 +1,4 @@
-"""KL substitutability and the KL barrier (design §7).
+"""KL substitutability and the KL barrier (contract §7).
 
 Per-position KL is summed over the vocabulary; a scalar is then aggregated over positions with
 `mean | rmse | p95 | max`. The same two functions serve as GistNet's substitutability loss

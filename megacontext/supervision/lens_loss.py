@@ -1,4 +1,4 @@
-"""The LensNet loss (design §6): regression + preference + rank + budget over masked entries.
+"""The LensNet loss (contract §6): regression + preference + rank + budget over masked entries.
 
     total = w_reg·reg + w_pref·pref + w_rank·rank + w_budget·budget
 

@@ -1,4 +1,4 @@
-"""LensNet supervision targets (design §6): signed per-entry utilities with legality masks.
+"""LensNet supervision targets (contract §6): signed per-entry utilities with legality masks.
 
 Polarity: a positive target means "more detail here is worth it" (expand), a negative one
 "less detail is fine" (collapse the entry's sibling group). Every function returns
@@ -58,7 +58,7 @@ def lens_targets_from_utilities(
     cfg: MCConfig,
     price: float,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Targets from counterfactual ΔNLL utilities (design §6 "Utilities").
+    """Targets from counterfactual ΔNLL utilities (contract §6 "Utilities").
 
     expand_gain[i]   NLL reduction from expanding entry i (NaN: not measured).
     collapse_loss[i] NLL increase from collapsing i's sibling group (NaN: not measured). It is a
@@ -135,7 +135,7 @@ def lens_targets_from_best(
     T: int,
     cfg: MCConfig,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Targets from the best (lowest-loss) variant's LOD map (design §6 "Best variant").
+    """Targets from the best (lowest-loss) variant's LOD map (contract §6 "Best variant").
 
     No extra ΔNLL passes: the label is the direction in which `best_wc` differs from `wc`,
     with magnitude tanh(|delta_loss|) (delta_loss = this variant's loss minus the best's; its
