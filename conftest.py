@@ -1,6 +1,6 @@
 """Root pytest configuration shared by spec/, tests/ and benchmarks/.
 
-Hypothesis profiles (design: seeds explicit, derandomized in CI):
+Hypothesis profiles (contract §2: seeds explicit, derandomized in CI):
   ci        derandomized, 50 examples, no example database (the default when CI is set)
   dev       random, 30 examples (the default elsewhere)
   thorough  derandomized, 1000 examples (nightly / before a release)

@@ -1,7 +1,7 @@
 """Perf gates for the models (contract §10; issue 6), as ratios measured in the same run.
 
 - LensNet forward at N = 1k, 8k, 32k, d_in = 768, fp32 and bf16 (absolute times: information;
-  the design's target is <= 3 ms in bf16 at 8k on the 2-core AMX CPU it was written on).
+  an earlier absolute target was <= 3 ms in bf16 at 8k on the 2-core AMX CPU it was written on).
 - Gates: t(8k) / t(1k) <= 9 (linear, not quadratic), and LensNet at 8k >= 20x faster than a
   two-layer full-self-attention transformer of the same width (the in-run reference), both as
   single-thread CPU-time ratios (robust on a shared machine; see the test).

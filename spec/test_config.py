@@ -6,7 +6,7 @@ import pytest
 from spec.implementation import mc
 
 
-def test_defaults_match_design():
+def test_defaults_match_contract():
     """The defaults are the ones contract §4 lists."""
     cfg = mc.MCConfig()
     expected = dict(block_size=32, max_lod=2, budget=8192, recent_tokens=64,

@@ -3,7 +3,7 @@ aggregated over positions with mean | rmse | p95 | max in float32 whatever the i
 exact zeros with NaN-free gradients at zero KL and on empty masks, and a hinge barrier
 weight·relu(agg − tau) with fwd = KL(ref‖student), rev = KL(student‖ref).
 
-Decisions pinned here (the design is silent): aggregation flattens leading dimensions (one
+Decisions pinned here (contract §7 states them): aggregation flattens leading dimensions (one
 statistic over all selected positions of a batch); p95 is linear interpolation between order
 statistics (numpy/torch default); masked-out positions are never read (they may hold NaN);
 log-probabilities are renormalized, so -inf marks a zero-probability token.

@@ -72,7 +72,7 @@ def lens_targets_from_utilities(
     measured];  mask = at least one legal term was measured.
 
     Values measured for illegal actions (an expand gain on an LOD0 entry, a collapse loss on an
-    entry outside every collapsible group) are ignored: the design defines targets over the
+    entry outside every collapsible group) are ignored: contract §6.1 defines targets over the
     legal, measured terms only. Targets have dtype promote(float32, inputs); 0 where masked.
     """
     check_working_context(wc, T, cfg, check_budget=False)
