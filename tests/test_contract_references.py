@@ -13,7 +13,7 @@ CONTRACT = ROOT / "spec" / "README.md"
 
 SCANNED_DIRS = ("megacontext", "spec", "tests", "benchmarks", "ci", "golden/vectors",
                 "contract_notes", ".ci")
-SCANNED_FILES = ("README.md", "conftest.py", "pyproject.toml")
+SCANNED_FILES = ("README.md", "conftest.py", "pyproject.toml", ".gitattributes")
 TEXT_SUFFIXES = {".py", ".md", ".json", ".toml", ".sh", ".txt", ".cfg", ".yaml", ".yml", ""}
 
 HEADING = re.compile(r"^#{2,6}\s+§(\d+(?:\.\d+)*)\.?\s", re.MULTILINE)
