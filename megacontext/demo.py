@@ -21,6 +21,36 @@ DEMO_CFG = MCConfig(block_size=16, max_lod=2, budget=256, recent_tokens=48)
 DEMO_DIM = 64
 
 
+LEGEND = (
+    "How to read an LOD map (contract §9): the first line is T=<tokens in the history> "
+    "N=<entries>/<budget> K=<block size>;\n"
+    "then one character per K-token block of the history, oldest first, 128 blocks per line:\n"
+    "  '.'  a block of raw tokens (LOD0)\n"
+    "  '1'  a block under an LOD1 gist (one vector for K tokens); '2' under an LOD2 gist "
+    "(one vector for K*K tokens)\n"
+    "  ','  the trailing partial block (raw tokens; no gist until its K tokens are complete)\n"
+    "  ' '  an evicted block: still in the tree, no longer in the working context\n"
+)
+
+
+def eviction_note(wc: WorkingContext, T: int, cfg: MCConfig) -> str | None:
+    """A line saying which history the WC no longer holds, or None if it covers all of it."""
+    first = int(wc.starts[0]) if len(wc) else T
+    if first == 0:
+        return None
+    return (f"   history evicted: tokens [0, {first}) ({-(-first // cfg.block_size)} blocks) are "
+            f"no longer in the working context; they stay in the tree. (Eviction happens only "
+            f"when even the coarsest tiling exceeds budget={cfg.budget} entries.)")
+
+
+def show_map(wc: WorkingContext, T: int, cfg: MCConfig, out: TextIO) -> None:
+    """The LOD map, and a line saying so when history is evicted."""
+    print(render_lod_map(wc, T, cfg), file=out)
+    note = eviction_note(wc, T, cfg)
+    if note:
+        print(note, file=out)
+
+
 def summary(wc: WorkingContext, T: int, cfg: MCConfig) -> str:
     """One line: tokens, entries/budget, entries per level."""
     per_lod = torch.bincount(wc.lods, minlength=cfg.max_lod + 1).tolist() if len(wc) else []
@@ -40,7 +70,7 @@ def section_baseline(rng: torch.Generator, out: TextIO) -> None:
         wc = build_working_context(T, cfg)
         wc.validate(cfg, T)
         vectors = tree.gather(wc)  # [N, D] what the base model would read
-        print(render_lod_map(wc, T, cfg), file=out)
+        show_map(wc, T, cfg, out)
         print(f"   {summary(wc, T, cfg)} gathered={tuple(vectors.shape)}\n", file=out)
 
 
@@ -52,7 +82,7 @@ def section_focus(rng: torch.Generator, out: TextIO) -> None:
     wc = build_working_context(T, cfg)
     print(f"== focus steps on a needle query, tokens [{needle[0]}, {needle[1]})  ({cfg})",
           file=out)
-    print(render_lod_map(wc, T, cfg), file=out)
+    show_map(wc, T, cfg, out)
     mark = {"expand": "+", "collapse": "-", "evict": "x"}
     for step in range(1, 4):
         starts, ends = wc.starts.double(), wc.ends(cfg).double()
@@ -64,7 +94,7 @@ def section_focus(rng: torch.Generator, out: TextIO) -> None:
         shown = " ".join(f"{mark[a.kind]}{a.lod}@{a.start}" for a in actions[:6])
         more = f" (+{len(actions) - 6} more)" if len(actions) > 6 else ""
         print(f"   step {step}: {len(actions)} actions {shown or '-'}{more}", file=out)
-        print(render_lod_map(wc, T, cfg), file=out)
+        show_map(wc, T, cfg, out)
     print(f"   {summary(wc, T, cfg)}  (+L@s expand, -L@s collapse a group, xL@s evict)\n",
           file=out)
 
@@ -81,7 +111,7 @@ def section_lensnet(rng: torch.Generator, out: TextIO) -> None:
         net = LensNet(LensNetConfig(d_in=DEMO_DIM, width=32, n_heads=2, n_latents=4)).eval()
     wc = build_working_context(T, cfg)
     print(f"== LensNet (untrained) + focus steps  ({cfg})", file=out)
-    print(render_lod_map(wc, T, cfg), file=out)
+    show_map(wc, T, cfg, out)
     for step in range(1, 5):
         n_new = 40
         tree.append(torch.randn(n_new, DEMO_DIM, generator=rng))
@@ -99,7 +129,7 @@ def section_lensnet(rng: torch.Generator, out: TextIO) -> None:
               f"gather+LensNet {1e3 * (t1 - t0):.2f} ms, focus_step {1e3 * (t2 - t1):.2f} ms",
               file=out)
     wc.validate(cfg, T)
-    print(render_lod_map(wc, T, cfg), file=out)
+    show_map(wc, T, cfg, out)
     print(f"   {summary(wc, T, cfg)}\n", file=out)
 
 
@@ -124,5 +154,6 @@ def run_demo(seed: int = 0, out: TextIO | None = None) -> None:
 
     out = out or sys.stdout
     rng = torch.Generator().manual_seed(seed)
+    print(LEGEND, file=out)
     for section in SECTIONS:
         section(rng, out)
