@@ -220,6 +220,19 @@ def focus_step(
     parent) get 0; every other surviving entry gets its residency + 1. An entry is acted on
     (outside forced collapses) only if its input residency >= min_residency, so two such
     changes of one entry are more than min_residency steps apart.
+
+    Returns a new WC valid for T and within the budget, and the list of `Action`s applied.
+
+    Raises (nothing is clamped or skipped; contract §4.1, §5.1):
+      InputTypeError  `cfg` is not an MCConfig; `wc` is not a WorkingContext; `scores` is not a
+                      torch.Tensor or not floating point; `T` is not an int.
+      InputError      `scores` is not 1-D or its length differs from len(wc); a score is NaN or
+                      infinite (the message names the first such index); `T` < 0; a residency
+                      is negative.
+      LevelError, AlignmentError, ContiguityError, CoverageError, TailError
+                      (InvariantError subclasses) `wc` breaks that invariant for T; the error's
+                      `index` is the first offending entry. (BudgetError is never raised: the
+                      input may exceed the budget.)
     """
     if not isinstance(cfg, MCConfig):
         raise InputTypeError(f"cfg must be an MCConfig, got {type(cfg).__name__}")

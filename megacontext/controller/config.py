@@ -12,6 +12,35 @@ BLOCK_SCORE_MODES = ("mean", "max")
 
 @dataclass(frozen=True)
 class MCConfig:
+    """The focus controller's configuration (contract §4.2): frozen, validated at construction.
+
+    Fields (meaning; unit; default; valid range):
+      block_size          K: tokens per LOD1 gist, and LOD-l gists per LOD-(l+1) gist;
+                          tokens; 32; int >= 2. `span(l) = K**l`.
+      max_lod             the coarsest level of detail; levels; 2; int in [1, 9] (the LOD map
+                          prints a level as one digit).
+      budget              W_max, entries the working context may hold (each entry costs one
+                          slot, whatever it covers); slots; 8192; int >= 1 and >= recent_tokens.
+      recent_tokens       length of the protected tail [T - recent_tokens, T), always LOD0;
+                          tokens; 64; int >= 0.
+      expand_threshold    a gist expands only if its score is strictly greater; score units
+                          (LensNet scores lie in (-1, 1)); 0.1; finite, >= 0.
+      collapse_threshold  a group collapses voluntarily only if its group score is strictly
+                          below -collapse_threshold; score units; 0.1; finite, >= 0.
+      swap_margin         an expand-for-collapse swap needs score - group_score > swap_margin;
+                          score units; 0.2; finite, >= 0.
+      min_residency       hysteresis: an entry is acted on (outside forced collapses) only once
+                          its residency reaches this; focus steps; 2; int >= 0.
+      max_actions         expansions plus non-forced collapses per focus step (a swap counts
+                          two); actions; 64; int >= 1.
+      block_score         how member scores aggregate into a group score: "mean" (float64 sum
+                          in position order / K) or "max" (conservative); "mean".
+
+    Raises `ConfigError` (a `ValueError`) naming the field and value for a wrong type (bools
+    are refused), a value out of range, `budget < recent_tokens` (the LOD0 tail can be neither
+    collapsed nor evicted), or `block_size**max_lod > 2**62` (spans must fit in int64).
+    """
+
     block_size: int = 32  # K: tokens per LOD1 gist, LOD-l gists per LOD-(l+1) gist
     max_lod: int = 2  # coarsest level
     budget: int = 8192  # W_max: slots in the working context (every entry costs one)

@@ -21,6 +21,15 @@ LINE_WIDTH = 128
 
 
 def render_lod_map(wc: WorkingContext, T: int, cfg: MCConfig) -> str:
+    """The normative text picture of `wc` over a history of `T` tokens (contract §9).
+
+    Line 1: `T=<T> N=<len(wc)>/<cfg.budget> K=<cfg.block_size>`. Then one character per
+    K-token block of [0, T), oldest first, 128 per line (no trailing newline; T = 0 gives the
+    header alone): '.' LOD0, the digit l under an LOD-l gist, ',' the trailing partial block,
+    ' ' an evicted block. `wc` must be valid for T except that it may exceed the budget;
+    otherwise the invariant's `InvariantError` subclass is raised (InputTypeError for a
+    non-WC or non-MCConfig, InputError/InputTypeError for a bad T).
+    """
     check_working_context(wc, T, cfg, check_budget=False)
     K = cfg.block_size
     header = f"T={T} N={len(wc)}/{cfg.budget} K={K}"

@@ -42,6 +42,23 @@ def as_numpy(t: torch.Tensor) -> np.ndarray:
 
 @dataclass(frozen=True, eq=False)
 class WorkingContext:
+    """What the base model sees: N entries, each one slot of the budget (contract §3, §4.3).
+
+    Fields (each a 1-D torch.int64 tensor of length N, entries in position order):
+      lods       [N] level of detail of each entry: 0 = one token, l >= 1 = one gist covering
+                 K**l tokens.
+      starts     [N] first token each entry covers (tokens); entry i covers
+                 [starts[i], starts[i] + K**lods[i]).
+      residency  [N] focus steps since the entry was created (0 for a new entry; hysteresis
+                 lets an entry be acted on only once residency >= MCConfig.min_residency).
+
+    Construction checks types and shapes only (InputTypeError for a non-tensor or a dtype other
+    than int64, InputError for a non-1-D field or mismatched lengths, naming the field); the six
+    invariants are checked by `validate(cfg, T)` and by every operation that takes a WC.
+    `spans`, `ends`, `positions` derive [N] int64 tensors; two WCs are equal when all three
+    fields are equal. Vectors are not stored here: `MegaContextTree.gather(wc)` fetches them.
+    """
+
     lods: torch.Tensor  # [N] int64, level of detail of each entry
     starts: torch.Tensor  # [N] int64, first token covered
     residency: torch.Tensor  # [N] int64, focus steps since the entry was created

@@ -94,6 +94,22 @@ class GistEncoder(nn.Module):
 
 
 class GistNet(nn.Module):
+    """Compresses K vectors into one gist (contract §8.2).
+
+    `GistNet(cfg: GistNetConfig | None = None)`; `cfg` defaults to `GistNetConfig()` (dim=768,
+    block_size=32, n_layers=2, n_heads=4, mlp_ratio=2, levels=2, shared=True); anything else
+    than a GistNetConfig raises InputTypeError. A position embedding, `n_layers` non-causal
+    pre-norm transformer blocks over the K children, then learned-query attention pooling (one
+    query per head). With `shared=True` one set of weights serves every level, told apart by a
+    learned level embedding; otherwise each level has its own encoder.
+
+    `forward(children [B, K, D], lod: int = 1)` returns gists [B, D] in the children's dtype
+    (the model runs in its parameter dtype); `lod` in [1, levels] is the level being built
+    (LOD1 from tokens, LOD2 from LOD1 gists). This is the `MegaContextTree` gist-function
+    signature: `MegaContextTree(cfg, D, gist_fn=GistNet(...))`. A block of the wrong size or
+    width, a level out of range or integer children raise InputError / InputTypeError.
+    """
+
     def __init__(self, cfg: GistNetConfig | None = None):
         super().__init__()
         cfg = GistNetConfig() if cfg is None else cfg

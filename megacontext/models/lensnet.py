@@ -119,6 +119,24 @@ class CrossAttention(nn.Module):
 
 
 class LensNet(nn.Module):
+    """Scores every working-context entry with a signed utility in (-1, 1) (contract §8.3).
+
+    `LensNet(cfg: LensNetConfig | None = None)`; `cfg` defaults to `LensNetConfig()` (d_in=768,
+    width=128, n_heads=4, n_latents=6, slot_mlp_ratio=2); anything else than a LensNetConfig
+    raises InputTypeError. Non-causal dual cross-attention: a few learned slots (plus optional
+    tail gists) read the whole WC, then every entry reads the slots, so cost is linear in N and
+    the first entry sees the recent tail. Positive score: more detail here is worth it
+    (expand); negative: less is fine (collapse).
+
+    `forward(x [B, N, d_in] or [N, d_in], features [B, N, 3] or [N, 3] from lens_features,
+    mask [B, N] bool = None, tail [B, G, d_in] or [G, d_in] = None, tail_mask [B, G] = None)`
+    returns float32 scores [B, N] (or [N]) strictly inside (-1, 1); padded entries (mask
+    False) score exactly 0 and never influence real ones. Inputs of any float dtype are cast
+    to the parameter dtype (`.to(torch.bfloat16)` for bf16; no autocast needed). Same weights
+    and inputs give bitwise-identical scores. Bad shapes or dtypes raise InputError /
+    InputTypeError naming the argument.
+    """
+
     def __init__(self, cfg: LensNetConfig | None = None):
         super().__init__()
         cfg = LensNetConfig() if cfg is None else cfg

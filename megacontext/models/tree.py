@@ -26,6 +26,21 @@ def mean_gist(children: torch.Tensor, lod: int) -> torch.Tensor:
 
 
 class MegaContextTree:
+    """The whole history at every level of detail (contract §8.1).
+
+    `MegaContextTree(cfg: MCConfig, dim: int, gist_fn=None, dtype=torch.float32)`: level 0
+    holds one `dim`-wide vector per token; level l (1 .. cfg.max_lod) one gist per K
+    consecutive level-(l-1) vectors. `gist_fn(children [B, K, dim], lod) -> [B, dim]` builds
+    the gists (default `mean_gist`; a `GistNet` fits). Ingest is append-only: `append(x [n,
+    dim])` (dtype = `dtype`, finite) computes each gist exactly once, in the append that
+    completes its span; a partial trailing span has no gist.
+
+    `num_tokens` is T; `level(lod)` is [T // K**lod, dim]; `gather(wc)` returns [N, dim], the
+    vector of every WC entry in WC order (the WC is validated against T, budget not enforced);
+    `save(path)` / `MegaContextTree.load(path, gist_fn)` round-trip it. Bad arguments raise
+    InputError / InputTypeError naming them; an invalid WC its InvariantError subclass.
+    """
+
     def __init__(
         self,
         cfg: MCConfig,
