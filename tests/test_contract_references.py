@@ -82,3 +82,15 @@ def test_nothing_points_at_a_document_outside_the_repo():
             if OUTSIDE.search(line):
                 hits.append(f"{path.relative_to(ROOT)}:{lineno}: {line.strip()}")
     assert not hits, "references to a document outside the repo:\n" + "\n".join(hits)
+
+
+def test_every_public_name_is_in_the_contract():
+    """Each name megacontext exports (the conformance surface) appears in spec/README.md as code
+    (`name` or `name(...)`): a public function the contract does not describe is one a port
+    cannot implement from the contract."""
+    import megacontext
+
+    text = CONTRACT.read_text(encoding="utf-8")
+    missing = [name for name in megacontext.__all__
+               if not re.search(r"`" + re.escape(name) + r"(`|\(|\.)", text)]
+    assert not missing, f"exported but not in spec/README.md: {missing}"
