@@ -392,6 +392,16 @@ def focus_cases() -> list:
         sc = torch.from_numpy(s)
         out.append(case(name, desc, "focus_step", focus_inputs(base, sc, T, full),
                         focus_call(base, sc, T, full)))
+    # forced collapses that cascade, with scores that decide between a cascade group (scored
+    # with its new parent's group score) and an input group
+    for seed in (1, 3, 8):
+        out.append(sweep_case(f"forced_cascade_scored_seed{seed}", seed, "append 5..30 "
+                              "tokens past a small budget: forced collapses cascade, random "
+                              "scores decide the order", residency=False))
+    # a seeded sweep over configs, residencies, budgets and score patterns
+    for seed in range(1000, 1024):
+        out.append(sweep_case(f"sweep_seed{seed}", seed, "seeded sweep: random K, levels, "
+                              "budget, thresholds, residencies, appended tokens and scores"))
     # errors
     bad = [("error_nan_score", torch.full((n,), float("nan")), "scores"),
            ("error_short_scores", torch.zeros(n - 1), "scores")]
@@ -399,6 +409,40 @@ def focus_cases() -> list:
         out.append(case(name, f"bad {arg}", "focus_step", focus_inputs(base, sc, T, cfg),
                         lambda sc=sc: focus_step(base, sc, T, cfg), argument=arg))
     return out
+
+
+def sweep_case(name: str, seed: int, description: str, residency: bool = True) -> dict:
+    """One focus step on a seeded random configuration (see the callers)."""
+    rng = np.random.default_rng(seed)
+    if residency:
+        K = int(rng.integers(2, 5))
+        cfg = MCConfig(block_size=K, max_lod=int(rng.integers(1, 4)),
+                       budget=int(rng.integers(6, 30)), recent_tokens=int(rng.integers(0, 6)),
+                       expand_threshold=float(rng.choice([0.0, 0.1, 0.25])),
+                       collapse_threshold=float(rng.choice([0.0, 0.1, 0.25])),
+                       swap_margin=float(rng.choice([0.0, 0.2, 0.5])),
+                       min_residency=int(rng.integers(0, 3)),
+                       max_actions=int(rng.integers(1, 6)),
+                       block_score=str(rng.choice(["mean", "max"])))
+    else:
+        K = int(rng.integers(2, 4))
+        cfg = MCConfig(block_size=K, max_lod=3, budget=int(rng.integers(8, 16)),
+                       recent_tokens=2, min_residency=0, max_actions=2)
+    T = int(rng.integers(0, 12 * K * K))
+    wc = build_working_context(T, cfg)
+    n = int(rng.integers(0, 3 * K)) if residency else int(rng.integers(5, 30))
+    wc = append_tokens(wc, T, n, cfg)
+    T += n
+    if residency:
+        wc = WorkingContext(wc.lods, wc.starts,
+                            torch.from_numpy(rng.integers(0, 4, len(wc)).astype(np.int64)))
+    x = rng.uniform(-1, 1, len(wc))
+    if residency and seed % 3 == 0:
+        x = np.round(x * 2) / 2  # ties
+    scores = torch.from_numpy(x.astype(np.float32))
+    c = case(name, description, "focus_step", focus_inputs(wc, scores, T, cfg),
+             focus_call(wc, scores, T, cfg))
+    return c
 
 
 def lod_map_cases() -> list:

@@ -1,0 +1,1 @@
+"""An independent numpy port of the controller and its vector checker (contract §17)."""
