@@ -139,3 +139,30 @@ def test_formatter_is_stable_and_spells_specials_one_way():
     assert "NaN" not in text and "Infinity" not in text
     with pytest.raises(ValueError):
         dumps({"bad": math.nan})
+
+
+def test_golden_sessions_are_the_golden_focus_maps():
+    """controller.json's golden_* sessions are the scenarios of golden/test_focus_golden/: the
+    actions and LOD map of every focus step appear, in order, in the golden text file."""
+    doc = json.loads((VECTOR_DIR / "controller.json").read_text())
+    golden_dir = VECTOR_DIR.parent / "test_focus_golden"
+    mark = {"expand": "+", "collapse": "-", "evict": "x"}
+    sessions = [c for c in doc["cases"] if c["name"].startswith("golden_")]
+    covered = set()
+    for case in sessions:
+        scenario = case["name"].removeprefix("golden_")
+        if scenario.startswith("block_score_"):
+            scenario = "block_score_max_vs_mean"
+        covered.add(scenario)
+        text = (golden_dir / f"test_golden_focus_maps[{scenario}].txt").read_text()
+        step = 0
+        for s in case["steps"]:
+            if s["function"] != "focus_step":
+                continue
+            step += 1
+            acts = " ".join(f"{mark[k]}{lod}@{start}" for k, lod, start in
+                            s["expected"]["actions"]) or "(none)"
+            block = f"step {step}: {acts}\n{s['expected']['lod_map']}"
+            assert block in text, f"{case['name']} step {step} not in the golden map:\n{block}"
+    on_disk = {p.name.split("[")[1].split("]")[0] for p in golden_dir.glob("*.txt")}
+    assert covered == on_disk, f"sessions {sorted(covered)} vs golden maps {sorted(on_disk)}"
