@@ -97,7 +97,7 @@ def assert_equal(got, expected, what: str) -> None:
 
 def raises(error: dict, call) -> None:
     """`call()` raises the file's error kind (looked up on mc), naming the argument: the
-    argument's name appears in the message of an InputError / InputTypeError, and an
+    argument's name appears in the message of an InputError / InputTypeError / ConfigError, and an
     invariant error carries the stated `index`."""
     kind = getattr(mc, error["kind"])
     with pytest.raises(kind) as info:
@@ -106,6 +106,6 @@ def raises(error: dict, call) -> None:
         assert info.value.index == error.get("index"), (
             f"{error['kind']} index {info.value.index}, expected {error.get('index')}: "
             f"{info.value}")
-    elif error["kind"] in ("InputError", "InputTypeError"):
+    elif error["kind"] in ("InputError", "InputTypeError", "ConfigError"):
         assert error["argument"] in str(info.value), (
             f"the message {str(info.value)!r} does not name the argument {error['argument']!r}")

@@ -6,13 +6,13 @@ from collections.abc import Callable
 
 import torch
 
-from . import controller, kl, lens_vectors, models
+from . import controller, kl, lens_supervision, models
 from .encoding import dumps
 
 GENERATORS: dict[str, Callable[[], dict]] = {
     "controller.json": controller.build_document,
     "kl.json": kl.build_document,
-    "lens_supervision.json": lens_vectors.build_document,
+    "lens_supervision.json": lens_supervision.build_document,
     "lensnet.json": models.lensnet_document,
     "gistnet.json": models.gistnet_document,
     "tiny_gpt.json": models.tiny_gpt_document,

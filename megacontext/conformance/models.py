@@ -65,6 +65,17 @@ def weights_json(weights: dict[str, np.ndarray]) -> dict:
     return {name: tensor(v, "float32") for name, v in weights.items()}
 
 
+def error_case(name: str, description: str, function: str, inputs: dict, call,
+               argument: str) -> dict:
+    """A case whose call must fail: the reference's error kind, and the argument at fault."""
+    try:
+        call()
+    except MegaContextError as err:
+        return {"name": name, "description": description, "function": function,
+                "tolerance": "outputs", "inputs": inputs, "error": error_json(err, argument)}
+    raise AssertionError(f"{name}: the reference raised nothing")
+
+
 # --- LensNet ---------------------------------------------------------------------------------
 
 INSIDE_ONE = 1.0 - 2.0**-24
@@ -224,6 +235,9 @@ GISTNET_DEFINITIONS = {
                       "order, D each), each then into H contiguous heads of D/H; non-causal "
                       "softmax(q.k / sqrt(D/H)) v per head; heads concatenated in order",
     "expected": "lod<l>: forward(children, l), gists [B, D]",
+    "errors": "error cases give the config, children and a lod and no weights (the error does "
+              "not depend on them): a lod outside 1..levels -> InputError (lod); children not "
+              "[B, block_size, dim] -> InputError (children)",
     "pooling": "k, v = kv(ln_pool(h)) split into k (first D) and v (next D), each into H heads; "
                "head j's query is query[j] [D/H]; pooled_j = softmax_k(query[j].k_jk / "
                "sqrt(D/H)) v_jk; gist = out(concat_j pooled_j)",
@@ -252,6 +266,17 @@ def gistnet_document() -> dict:
             "inputs": {"config": dataclasses.asdict(cfg), "weights": weights_json(W),
                        "children": tensor(children, "float32")},
             "expected": expected})
+    cfg = GistNetConfig(dim=8, block_size=4, n_layers=1, n_heads=2, levels=2)
+    kids = np.zeros((1, 4, 8))
+    cases.append(error_case("error_lod_above_levels", "lod 3 with levels = 2", "GistNet",
+                            {"config": dataclasses.asdict(cfg),
+                             "children": tensor(kids, "float32"), "lod": 3},
+                            lambda: GistNet(cfg)(torch.zeros(1, 4, 8), 3), "lod"))
+    cases.append(error_case("error_children_shape", "children [1, 3, 8] for block_size 4",
+                            "GistNet", {"config": dataclasses.asdict(cfg),
+                                        "children": tensor(np.zeros((1, 3, 8)), "float32"),
+                                        "lod": 1},
+                            lambda: GistNet(cfg)(torch.zeros(1, 3, 8), 1), "children"))
     doc = header("GistNet: K vectors -> 1 gist", "contract §8", GISTNET_DEFINITIONS, MODEL_TOL,
                  ERROR_KINDS)
     doc["cases"] = cases
@@ -280,6 +305,9 @@ TINY_GPT_DEFINITIONS = {
                  "over entries j <= i (entry order, not position order); heads concatenated "
                  "in order, then proj",
     "mlp": "fc_out(gelu(fc_in(x))), " + GELU,
+    "errors": "error cases give the config and the offending inputs, no weights: a token id "
+              "outside [0, vocab_size) -> InputError (tokens); a target outside [0, V) and not "
+              "-1 -> InputError (targets); a non-finite position -> InputError (positions)",
     "nll": "targets [B, T] int64, -1 = none: nll = -log_softmax(logits)[target] in float32, 0 "
            "where target = -1",
 }
@@ -351,6 +379,25 @@ def tiny_gpt_document() -> dict:
                              "weights": first["weights"], "embeddings": tensor(emb, "float32"),
                              "positions": tensor(pos, "float64")},
                   "expected": {"logits": tensor(out.logits, expected=True)}})
+    small = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "block_factory"}
+    bad_ids = np.array([[1, 11, 2]])
+    cases.append(error_case("error_token_outside_vocab", "token id 11 with vocab_size 11",
+                            "TinyGPT", {"config": small, "lora": None,
+                                        "tokens": tensor(bad_ids)},
+                            lambda: TinyGPT(cfg)(torch.from_numpy(bad_ids)), "tokens"))
+    ok_ids = np.array([[1, 2, 3]])
+    bad_t = np.array([[1, -2, 3]])
+    cases.append(error_case("error_target_below_minus_one", "target -2 (-1 is 'none')",
+                            "TinyGPT", {"config": small, "lora": None,
+                                        "tokens": tensor(ok_ids), "targets": tensor(bad_t)},
+                            lambda: TinyGPT(cfg)(torch.from_numpy(ok_ids), None,
+                                                 torch.from_numpy(bad_t)), "targets"))
+    bad_pos = np.array([0.0, np.nan, 2.0])
+    cases.append(error_case("error_nan_position", "a NaN position", "TinyGPT",
+                            {"config": small, "lora": None, "tokens": tensor(ok_ids),
+                             "positions": tensor(bad_pos, "float64")},
+                            lambda: TinyGPT(cfg)(torch.from_numpy(ok_ids),
+                                                 torch.from_numpy(bad_pos)), "positions"))
     doc = header("TinyGPT (with LoRA)", "contract §8", TINY_GPT_DEFINITIONS, MODEL_TOL,
                  ERROR_KINDS)
     doc["cases"] = cases
@@ -381,6 +428,9 @@ LENS_GATED_DEFINITIONS = {
     "mlp": "h = fc_in(x); with context on: h = (1 - alpha)*h + alpha*c, c = ctx_up(ctx_down(a)) "
            "(low_rank) or ctx_proj(a) (full_rank), a = the attention output; mlp = "
            "fc_out(gelu(h)), " + GELU,
+    "errors": "LensGatedConfig cases construct the config alone: a hidden size mlp_ratio*E "
+              "that is not a whole number is rejected (ConfigError, mlp_ratio), never "
+              "truncated; E not divisible by H -> ConfigError (n_head)",
     "block": "a = attn(ln_1(x)); h_attn = x + a; m = mlp(ln_2(h_attn), ctx = a); without the "
              "route gate out = h_attn + m; with it g = sigmoid(route_raw + route_bias) and "
              "out = x + g*a + (1 - g)*m",
@@ -426,6 +476,15 @@ def lens_gated_document() -> dict:
                       "function": "LensGatedAttention" if kind == "attention"
                       else "LensGatedBlock", "tolerance": "outputs", "inputs": inputs,
                       "expected": {"y": tensor(y, expected=True)}})
+    bad = dict(n_embd=8, n_head=2, mlp_ratio=2.3)
+    cases.append(error_case("error_mlp_hidden_not_whole", "mlp_ratio 2.3 at n_embd 8: a "
+                            "hidden size of 18.4 is rejected, not truncated",
+                            "LensGatedConfig", {"config": bad},
+                            lambda: LensGatedConfig(**bad), "mlp_ratio"))
+    bad2 = dict(n_embd=8, n_head=3)
+    cases.append(error_case("error_heads_do_not_divide", "n_embd 8 over 3 heads",
+                            "LensGatedConfig", {"config": bad2},
+                            lambda: LensGatedConfig(**bad2), "n_head"))
     doc = header("lens-gated attention and block (seed 004)", "contract §8",
                  LENS_GATED_DEFINITIONS, MODEL_TOL, ERROR_KINDS)
     doc["cases"] = cases
