@@ -1,6 +1,7 @@
-"""The controller vectors suffice to build a port (contract §17): tests/numpy_port/, a numpy
-port written from the definitions in golden/vectors/controller.json alone, passes every
-controller vector, run in a fresh interpreter that never imports torch or megacontext."""
+"""The vectors suffice to build a port (contract §17): tests/numpy_port/, a numpy port of the
+controller and of lens supervision written from the definitions in golden/vectors/
+controller.json and lens_supervision.json alone, passes every vector of both files, run in a
+fresh interpreter that never imports torch or megacontext."""
 
 import ast
 import subprocess
@@ -13,7 +14,7 @@ PORT = ROOT / "tests" / "numpy_port"
 
 def test_numpy_port_imports_nothing_of_the_reference():
     """The port's sources import only numpy, the standard library and each other."""
-    allowed = {"numpy", "json", "sys", "pathlib", "__future__", "tests"}
+    allowed = {"numpy", "json", "math", "sys", "pathlib", "__future__", "tests"}
     for path in sorted(PORT.glob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
             names = ([a.name for a in node.names] if isinstance(node, ast.Import)
@@ -22,10 +23,14 @@ def test_numpy_port_imports_nothing_of_the_reference():
                 assert name.split(".")[0] in allowed, f"{path.name} imports {name}"
 
 
-def test_numpy_port_passes_every_controller_vector():
-    """`python -m tests.numpy_port.check` reports no failure over every case, and neither
-    torch nor megacontext was imported."""
+def test_numpy_port_passes_every_controller_and_supervision_vector():
+    """`python -m tests.numpy_port.check` reports no failure over every case of both files,
+    and neither torch nor megacontext was imported."""
     proc = subprocess.run([sys.executable, "-m", "tests.numpy_port.check"], cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    assert "0 failures" in proc.stdout and "reference stack: none" in proc.stdout, proc.stdout
+    lines = proc.stdout.splitlines()
+    for name in ("controller.json", "lens_supervision.json"):
+        assert any(ln.startswith(f"{name}: ") and ln.endswith(" 0 failures") for ln in lines), (
+            proc.stdout)
+    assert "reference stack: none" in proc.stdout, proc.stdout

@@ -73,6 +73,11 @@ DEFINITIONS = {
         "total = reg_w*reg + pref_w*pref + rank_w*rank + budget_w*budget (the weights' fields "
         "reg, pref, rank, budget); unmasked entries get exactly zero gradient; an empty mask "
         "gives 0 for every term and a zero gradient",
+        "grad_total: the derivative of total with respect to each score, with the pairs, "
+        "the weights c and the targets held fixed (the sort is not differentiated); the "
+        "derivative of max(x, 0) is 1 for x > 0 and 0 for x <= 0 (so a score of exactly 0 "
+        "adds nothing to the budget term's gradient, and a rank hinge exactly at its margin "
+        "nothing to the rank term's)",
         "computed in float32 (or float64 for float64 inputs)",
     ],
     "variant_weights": "inputs losses [V] (finite), baseline_loss (a number, or null = the "

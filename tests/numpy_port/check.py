@@ -1,11 +1,12 @@
-"""Run the numpy port against every case of golden/vectors/controller.json.
+"""Run the numpy port against every case of golden/vectors/controller.json and
+golden/vectors/lens_supervision.json.
 
-    python -m tests.numpy_port.check [PATH]
+    python -m tests.numpy_port.check
 
-Reads only the vector file (json + numpy; no megacontext, no torch). Every output is compared
-exactly (the file's tolerance is "exact"); an error case must raise a PortError of the stated
-kind naming the stated argument (and index, for invariant kinds). Exit status 1 on any
-failure, each failure printed.
+Reads only the vector files (json + numpy; no megacontext, no torch). Controller outputs are
+compared exactly (the file's tolerance is "exact"), supervision outputs within the file's
+tolerance; an error case must raise a PortError of the stated kind naming the stated argument
+(and index, for invariant kinds). Exit status 1 on any failure, each failure printed.
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ from pathlib import Path
 import numpy as np
 
 from tests.numpy_port import controller as port
+from tests.numpy_port import supervision as sup
 
-DEFAULT = Path(__file__).resolve().parents[2] / "golden" / "vectors" / "controller.json"
+VECTORS = Path(__file__).resolve().parents[2] / "golden" / "vectors"
+DEFAULT = VECTORS / "controller.json"
 SPECIALS = {"nan": float("nan"), "inf": float("inf"), "-inf": float("-inf")}
 NUMPY = {"float64": np.float64, "float32": np.float32, "float16": np.float16,
          "int64": np.int64, "bool": np.bool_}
@@ -128,16 +131,83 @@ def check_file(path: Path = DEFAULT) -> tuple[int, int, list[str]]:
     return len(doc["cases"]), checks, failures
 
 
+# --- lens supervision ------------------------------------------------------------------------
+
+
+def close(got, want, tol: dict) -> bool:
+    w = array(want) if isinstance(want, dict) else np.array(SPECIALS.get(want, want)
+                                                           if isinstance(want, str) else want)
+    g = np.asarray(got, dtype=np.float64)
+    return g.shape == w.shape and bool(np.all(
+        (np.abs(g - w) <= tol["atol"] + tol["rtol"] * np.abs(w)) | (np.isnan(g) & np.isnan(w))))
+
+
+def run_supervision(case: dict) -> dict:
+    fn, inp = case["function"], case["inputs"]
+    if fn == "variant_weights":
+        return {"weights": sup.variant_weights([float(v) for v in array(inp["losses"])],
+                                               inp["baseline_loss"])}
+    wc, cfg = wc_of(inp["wc"]), inp["cfg"]
+    if fn == "lens_targets_from_utilities":
+        t, m = sup.targets_from_utilities(wc, array(inp["expand_gain"]),
+                                          array(inp["collapse_loss"]), inp["T"], cfg,
+                                          inp["price"])
+        return {"targets": t, "mask": m}
+    if fn == "lens_targets_from_best":
+        t, m = sup.targets_from_best(wc, wc_of(inp["best_wc"]), inp["delta_loss"], inp["T"],
+                                     cfg)
+        return {"targets": t, "mask": m}
+    if fn == "lens_loss":
+        return sup.lens_loss(array(inp["scores"]).astype(np.float64), array(inp["targets"]),
+                             array(inp["mask"]), wc, cfg, inp["weights"])
+    raise KeyError(f"unknown function {fn!r}")
+
+
+def check_supervision(path: Path = VECTORS / "lens_supervision.json"):
+    """(cases, checks, failures) of the supervision port against the file."""
+    doc = json.loads(Path(path).read_text())
+    checks, failures = 0, []
+    for case in doc["cases"]:
+        where = case["name"]
+        checks += 1
+        try:
+            if "error" in case:
+                try:
+                    run_supervision(case)
+                    failures.append(f"{where}: no error, expected {case['error']}")
+                except port.PortError as err:
+                    want = case["error"]
+                    if (err.kind, err.argument) != (want["kind"], want["argument"]):
+                        failures.append(f"{where}: raised {err}, expected {want}")
+                continue
+            got = run_supervision(case)
+            for key, want in case["expected"].items():
+                checks += 1
+                tname = case["tolerance"]
+                tname = tname if isinstance(tname, str) else tname.get(key, tname["default"])
+                ok = (same(got[key], want) if isinstance(want, dict) and want["dtype"] == "bool"
+                      else close(got[key], want, doc["tolerances"][tname]))
+                if not ok:
+                    shown = want["data"] if isinstance(want, dict) else want
+                    failures.append(f"{where}: {key} = {np.asarray(got[key]).tolist()}, "
+                                    f"expected {shown}")
+        except Exception as err:  # a crash is a failure
+            failures.append(f"{where}: {type(err).__name__}: {err}")
+    return len(doc["cases"]), checks, failures
+
+
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    path = Path(argv[0]) if argv else DEFAULT
-    cases, checks, failures = check_file(path)
-    for f in failures:
-        print("FAIL", f)
+    status = 0
+    for name, checker in (("controller.json", check_file),
+                          ("lens_supervision.json", check_supervision)):
+        cases, checks, failures = checker(VECTORS / name)
+        for f in failures:
+            print("FAIL", f)
+        print(f"{name}: {cases} cases, {checks} checks, {len(failures)} failures")
+        status |= bool(failures)
     leaked = sorted(m for m in ("torch", "megacontext") if m in sys.modules)
-    print(f"{path.name}: {cases} cases, {checks} checks, {len(failures)} failures; "
-          f"modules imported from the reference stack: {leaked or 'none'}")
-    return 1 if failures or leaked else 0
+    print(f"modules imported from the reference stack: {leaked or 'none'}")
+    return 1 if status or leaked else 0
 
 
 if __name__ == "__main__":
