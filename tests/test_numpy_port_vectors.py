@@ -1,7 +1,7 @@
 """The vectors suffice to build a port (contract §17): tests/numpy_port/, a numpy port of the
-controller and of lens supervision written from the definitions in golden/vectors/
-controller.json and lens_supervision.json alone, passes every vector of both files, run in a
-fresh interpreter that never imports torch or megacontext."""
+controller, lens supervision, GistNet, TinyGPT (with LoRA) and the lens-gated attention and
+block, written from the definitions in golden/vectors/*.json alone, passes every vector of
+those files, run in a fresh interpreter that never imports torch or megacontext."""
 
 import ast
 import subprocess
@@ -23,14 +23,15 @@ def test_numpy_port_imports_nothing_of_the_reference():
                 assert name.split(".")[0] in allowed, f"{path.name} imports {name}"
 
 
-def test_numpy_port_passes_every_controller_and_supervision_vector():
-    """`python -m tests.numpy_port.check` reports no failure over every case of both files,
-    and neither torch nor megacontext was imported."""
+def test_numpy_port_passes_every_vector_it_ports():
+    """`python -m tests.numpy_port.check` reports no failure over every case of each ported
+    file, and neither torch nor megacontext was imported."""
     proc = subprocess.run([sys.executable, "-m", "tests.numpy_port.check"], cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     lines = proc.stdout.splitlines()
-    for name in ("controller.json", "lens_supervision.json"):
+    for name in ("controller.json", "lens_supervision.json", "gistnet.json", "tiny_gpt.json",
+                 "lens_gated.json"):
         assert any(ln.startswith(f"{name}: ") and ln.endswith(" 0 failures") for ln in lines), (
             proc.stdout)
     assert "reference stack: none" in proc.stdout, proc.stdout

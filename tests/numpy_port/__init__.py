@@ -1,1 +1,3 @@
-"""An independent numpy port of the controller and its vector checker (contract §17)."""
+"""An independent numpy port (controller, lens supervision, GistNet, TinyGPT, lens-gated
+attention and block) written from the vector files' definitions, and its checker (contract
+§17)."""

@@ -1,12 +1,12 @@
-"""Run the numpy port against every case of golden/vectors/controller.json and
-golden/vectors/lens_supervision.json.
+"""Run the numpy port against every case of golden/vectors/controller.json,
+lens_supervision.json, gistnet.json, tiny_gpt.json and lens_gated.json.
 
     python -m tests.numpy_port.check
 
 Reads only the vector files (json + numpy; no megacontext, no torch). Controller outputs are
-compared exactly (the file's tolerance is "exact"), supervision outputs within the file's
-tolerance; an error case must raise a PortError of the stated kind naming the stated argument
-(and index, for invariant kinds). Exit status 1 on any failure, each failure printed.
+compared exactly (the file's tolerance is "exact"), the others within the file's tolerances;
+an error case must raise a PortError of the stated kind naming the stated argument (and
+index, for invariant kinds). Exit status 1 on any failure, each failure printed.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from tests.numpy_port import controller as port
+from tests.numpy_port import models
 from tests.numpy_port import supervision as sup
 
 VECTORS = Path(__file__).resolve().parents[2] / "golden" / "vectors"
@@ -163,8 +164,36 @@ def run_supervision(case: dict) -> dict:
     raise KeyError(f"unknown function {fn!r}")
 
 
-def check_supervision(path: Path = VECTORS / "lens_supervision.json"):
-    """(cases, checks, failures) of the supervision port against the file."""
+def run_model(case: dict) -> dict:
+    fn, inp = case["function"], case["inputs"]
+    W = {k: array(v).astype(np.float64) for k, v in inp.get("weights", {}).items()}
+    get = lambda k: array(inp[k]).astype(np.float64) if k in inp else None
+    if fn == "GistNet":
+        cfg, kids = inp["config"], get("children")
+        if "lod" in inp:
+            return {"gists": models.gistnet(cfg, W, kids, inp["lod"])}
+        return {f"lod{lod}": models.gistnet(cfg, W, kids, lod) for lod in (1, 2)}
+    if fn == "TinyGPT":
+        W = models.with_lora(W, inp["lora"])
+        tokens = array(inp["tokens"]) if "tokens" in inp else None
+        targets = array(inp["targets"]) if "targets" in inp else None
+        return models.tiny_gpt(inp["config"], W, tokens, get("embeddings"), get("positions"),
+                               targets)
+    if fn == "LensGatedConfig":
+        return {"config": models.lens_gated_config(inp["config"])}
+    cfg, x = inp["config"], get("x")
+    if fn == "LensGatedAttention":
+        return {"y": models.lens_gated_attention(cfg, W, x)}
+    if fn == "LensGatedBlock":
+        pos = np.broadcast_to(get("positions"), x.shape[:2])
+        cos, sin = models.rope_tables(pos, cfg["n_embd"] // cfg["n_head"], inp["rope_base"])
+        return {"y": models.lens_gated_block(cfg, W, x, cos, sin)}
+    raise KeyError(f"unknown function {fn!r}")
+
+
+def check_supervision(path: Path = VECTORS / "lens_supervision.json", runner=None):
+    """(cases, checks, failures) of a numeric port (supervision by default) against a file."""
+    run_supervision_or = runner or run_supervision
     doc = json.loads(Path(path).read_text())
     checks, failures = 0, []
     for case in doc["cases"]:
@@ -173,14 +202,14 @@ def check_supervision(path: Path = VECTORS / "lens_supervision.json"):
         try:
             if "error" in case:
                 try:
-                    run_supervision(case)
+                    run_supervision_or(case)
                     failures.append(f"{where}: no error, expected {case['error']}")
                 except port.PortError as err:
                     want = case["error"]
                     if (err.kind, err.argument) != (want["kind"], want["argument"]):
                         failures.append(f"{where}: raised {err}, expected {want}")
                 continue
-            got = run_supervision(case)
+            got = run_supervision_or(case)
             for key, want in case["expected"].items():
                 checks += 1
                 tname = case["tolerance"]
@@ -198,8 +227,10 @@ def check_supervision(path: Path = VECTORS / "lens_supervision.json"):
 
 def main(argv: list[str] | None = None) -> int:
     status = 0
-    for name, checker in (("controller.json", check_file),
-                          ("lens_supervision.json", check_supervision)):
+    files = [("controller.json", check_file), ("lens_supervision.json", check_supervision)]
+    files += [(f"{m}.json", lambda p: check_supervision(p, run_model))
+              for m in ("gistnet", "tiny_gpt", "lens_gated")]
+    for name, checker in files:
         cases, checks, failures = checker(VECTORS / name)
         for f in failures:
             print("FAIL", f)
