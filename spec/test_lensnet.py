@@ -1,6 +1,6 @@
 """LensNet (contract §8, §4; issue 6): a deterministic, non-causal, batched, permutation-
 equivariant scorer whose scores lie strictly inside (-1, 1), in fp32 and bf16, trainable end to
-end, and reproducing the language-neutral golden vectors in golden/vectors/lensnet.json.
+end (its golden vectors, golden/vectors/lensnet.json, are checked by spec/test_model_vectors.py).
 
 Tolerances: same-shape calls are bitwise equal; different batch shapes may change float32
 summation order, so padded-vs-alone and permuted-vs-plain agree to 2e-6 (scores are O(0.1));
@@ -11,7 +11,6 @@ and a tolerance wide enough for any CPU's float32.
 from __future__ import annotations
 
 import copy
-import json
 import os
 import subprocess
 import sys
@@ -399,35 +398,3 @@ def test_tail_gists_are_the_newest_gists_of_each_level():
     short = mc.MegaContextTree(cfg, 4)
     short.append(torch.randn(10, 4))
     assert mc.tail_gists(short, per_level=2).shape == (2, 4)  # no LOD2 gist yet, 2 LOD1 gists
-
-
-# --- golden vectors ----------------------------------------------------------------------------
-
-VECTORS = json.loads((ROOT / "golden" / "vectors" / "lensnet.json").read_text())
-
-
-def test_golden_vectors():
-    """With the weights in golden/vectors/lensnet.json, LensNet reproduces the stored float64
-    scores of a canonical padded batch (with tail gists) within the file's tolerance, and
-    lens_features reproduces the stored features of its WCs (§8)."""
-    v = VECTORS
-    net = mc.LensNet(mc.LensNetConfig(**v["config"]))
-    state = {k: torch.tensor(w["values"], dtype=torch.float32).reshape(w["shape"])
-             for k, w in v["weights"].items()}
-    net.load_state_dict(state)
-    wc_cfg = mc.MCConfig(**v["wc_config"])
-    for i, sample in enumerate(v["samples"]):
-        wc = mc.WorkingContext(torch.tensor(sample["lods"]), torch.tensor(sample["starts"]),
-                               torch.zeros(len(sample["lods"]), dtype=torch.int64))
-        got = mc.lens_features(wc, sample["T"], wc_cfg)
-        want = torch.tensor(v["inputs"]["features"][i][: len(wc)], dtype=torch.float64)
-        torch.testing.assert_close(got.double(), want, rtol=0, atol=1e-6,
-                                   msg=lambda m, i=i: f"features of sample {i}: {m}")
-    inputs = {k: torch.tensor(val) for k, val in v["inputs"].items()}
-    with torch.no_grad():
-        got = net(inputs["x"].float(), inputs["features"].float(), mask=inputs["mask"],
-                  tail=inputs["tail"].float(), tail_mask=inputs["tail_mask"])
-    want = torch.tensor(v["expected_scores"], dtype=torch.float64)
-    tol = v["tolerance"]
-    torch.testing.assert_close(got.double(), want, rtol=tol["rtol"], atol=tol["atol"],
-                               msg=lambda m: f"{m}\ngot {got.tolist()}\nwant {want.tolist()}")

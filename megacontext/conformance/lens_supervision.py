@@ -1,61 +1,111 @@
-"""Golden vectors for lens supervision (contract §6): how they are made and written.
+"""Lens supervision vectors (contract §6): golden/vectors/lens_supervision.json.
 
-    python -m megacontext.conformance.lens_vectors           # print the document
-    python -m megacontext.conformance.lens_vectors --write   # rewrite the golden file
-
-(the golden file: golden/vectors/lens_supervision.json)
-
-The file is language-neutral: a port checks itself against it without Python. Every case names
-the public function, its config, working context(s) and inputs, and the expected outputs that
-this reference produced. Inputs are float32-representable numbers; expected outputs are
-computed by the reference in float64 from those inputs, so a float32 port meets the stated
-tolerance. `null` in a float array is NaN ("not measured", or garbage where the mask is off).
-Regenerate only on purpose, and explain the diff in the commit (spec/test_lens_vectors.py
-checks the reference against the committed file; tests/test_lens_vectors.py checks that this
-script still reproduces it).
+Every case names the public function, its config, working context and inputs, and the
+expected outputs that this reference produced. Inputs are float32-exact; expected outputs are
+computed by the reference in float64 from those inputs (and rounded to 12 significant digits
+by the writer), so a float32 port meets the stated tolerance. Written by
+`python -m megacontext.conformance --write`.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from ..controller.config import MCConfig
 from ..controller.working_context import WorkingContext
+from ..errors import MegaContextError
 from ..supervision.lens_loss import LensLossWeights, lens_loss
 from ..supervision.lens_targets import (
     lens_targets_from_best,
     lens_targets_from_utilities,
     variant_weights,
 )
+from .encoding import ERROR_KINDS, decode, error_json, header, rounded, tensor
 
-PATH = Path(__file__).resolve().parents[2] / "golden" / "vectors" / "lens_supervision.json"
-TOLERANCE = {"rtol": 1e-5, "atol": 1e-6}
 NAN = math.nan
 
+DEFINITIONS = {
+    "wc": "a working context {lods, starts, residency}; sibling groups, expand legality "
+          "(expand_ok) and group_id are those of legal_actions (controller.json)",
+    "cfg": "MCConfig fields; only block_size K, max_lod and recent_tokens matter here",
+    "lens_targets_from_utilities": [
+        "inputs expand_gain [N], collapse_loss [N] (float, finite or 'nan' = not measured), "
+        "price (nats per slot, >= 0); outputs targets [N] float, mask [N] bool",
+        "collapse_loss is a property of a group: a value measured on any member of a group of "
+        "legal_actions is that group's value, on all K members; members that carry values must "
+        "agree exactly (InputError on collapse_loss otherwise); values on entries in no group "
+        "and expand gains on LOD0 entries are ignored",
+        "U_exp = expand_gain - price*(K-1) where expand_ok and measured; U_col = price*(K-1) - "
+        "group value where in a group whose value is measured",
+        "target = max(U_exp, 0) - max(U_col, 0) over the terms present; mask = at least one "
+        "term present; target 0 where mask is false",
+    ],
+    "lens_targets_from_best": [
+        "inputs best_wc (a valid WC over the same T), delta_loss (finite; only |delta_loss| is "
+        "used); outputs targets [N] float32, mask [N] bool",
+        "for entry i over [s, e): j = the best entry holding token s. finer: j exists and "
+        "lods_best[j] < lods[i], or no best entry holds s (evicted) but some best entry starts "
+        "inside [s, e). coarser: j exists and lods_best[j] > lods[i]",
+        "finer (and expand_ok) -> +tanh(|delta_loss|); a group of legal_actions any of whose "
+        "members is coarser -> -tanh(|delta_loss|) on all its members; elsewhere target 0 and "
+        "mask false",
+    ],
+    "lens_loss": [
+        "inputs scores [N] (finite), targets [N] (finite where mask), mask [N] bool, weights "
+        "(LensLossWeights: reg, pref, rank, budget, temperature, margin, target_scale, "
+        "collapse_weight, eps); T = the end of wc's last entry; outputs the five scalars "
+        "total, reg, pref, rank, budget and grad_total = d total / d scores [N]",
+        "over the n masked entries i (s = score, t = target), c_i = collapse_weight if t < 0 "
+        "else 1; n' = max(n, 1)",
+        "reg = sum c*(s - tanh(t/target_scale))^2 / n'",
+        "pref = sum c*softplus(-sign(t)*s/temperature)*|t| / n', softplus(x) = ln(1 + e^x), "
+        "sign(0) = 0",
+        "rank: sort the masked entries by (t, s) ascending (stable; ties keep position order) "
+        "as e_0..e_{n-1}; for every stride d = 1, 2, 4, ... < n and every k < n - d, the pair "
+        "(lo = e_k, hi = e_{k+d}) counts if t_hi > t_lo; rank = sum over counted pairs of "
+        "max(margin - (s_hi - s_lo), 0) * (c_lo + c_hi)/2, divided by max(#pairs, 1)",
+        "budget: P = sum (K-1)*[expand_ok]*max(s, 0); Q = sum (K-1)/K*[group_id >= 0]*"
+        "max(-s, 0); budget = ((P - Q) / (P + Q + eps))^2",
+        "total = reg_w*reg + pref_w*pref + rank_w*rank + budget_w*budget (the weights' fields "
+        "reg, pref, rank, budget); unmasked entries get exactly zero gradient; an empty mask "
+        "gives 0 for every term and a zero gradient",
+        "grad_total: the derivative of total with respect to each score, with the pairs, "
+        "the weights c and the targets held fixed (the sort is not differentiated); the "
+        "derivative of max(x, 0) is 1 for x > 0 and 0 for x <= 0 (so a score of exactly 0 "
+        "adds nothing to the budget term's gradient, and a rank hinge exactly at its margin "
+        "nothing to the rank term's)",
+        "computed in float32 (or float64 for float64 inputs)",
+    ],
+    "variant_weights": "inputs losses [V] (finite), baseline_loss (a number, or null = the "
+                       "largest loss); output [V]: 1 + max(baseline - loss, 0)",
+}
 
-def f32(xs) -> list[float | None]:
-    """Round to float32 (so a float32 port sees the same inputs) and write NaN as null."""
-    return [None if math.isnan(x) else float(np.float32(x)) for x in xs]
+TOLERANCES = {"values": {"rtol": 1e-5, "atol": 1e-6,
+                         "meaning": "|got - expected| <= atol + rtol*|expected| for floats, "
+                                    "computed in float32; masks exactly"}}
 
 
-def out(t: torch.Tensor) -> list[float | None] | float:
-    vals = t.detach().double()
-    if vals.ndim == 0:
-        return float(vals)
-    return [None if math.isnan(x) else x for x in vals.tolist()]
+def f32(xs) -> dict:
+    """An input tensor of float32 values (NaN allowed: 'not measured')."""
+    return tensor(np.asarray(xs, dtype=np.float32), "float32")
 
 
-def tensor(xs) -> torch.Tensor:
-    """float64 tensor of a JSON float array (null -> NaN)."""
-    return torch.tensor([NAN if x is None else x for x in xs], dtype=torch.float64)
+def out(t: torch.Tensor):
+    """An expected value: a rounded float for a 0-d tensor, else a tensor."""
+    if t.ndim == 0:
+        return rounded(float(t.detach().double()))
+    if t.dtype == torch.bool:
+        return tensor(t)
+    return tensor(t.detach().double(), expected=True)
+
+
+def values(t: dict) -> torch.Tensor:
+    """float64 tensor of an input tensor."""
+    return torch.from_numpy(decode(t))
 
 
 def wc_of(entries) -> WorkingContext:
@@ -63,7 +113,10 @@ def wc_of(entries) -> WorkingContext:
 
 
 def wc_json(entries) -> dict:
-    return {"lods": [e[0] for e in entries], "starts": [e[1] for e in entries]}
+    n = len(entries)
+    return {"lods": tensor(np.array([e[0] for e in entries], dtype=np.int64).reshape(n)),
+            "starts": tensor(np.array([e[1] for e in entries], dtype=np.int64).reshape(n)),
+            "residency": tensor(np.zeros(n, dtype=np.int64))}
 
 
 def cfg_json(cfg: MCConfig) -> dict:
@@ -88,16 +141,17 @@ BEST_B = [(1, 4), (1, 8), (1, 12), (2, 16), (2, 32)] + [(0, t) for t in range(48
 def utility_case(name, description, cfg, T, entries, gain, loss, price):
     case = {
         "name": name, "description": description, "function": "lens_targets_from_utilities",
-        "cfg": cfg_json(cfg), "T": T, "wc": wc_json(entries),
-        "inputs": {"expand_gain": f32(gain), "collapse_loss": f32(loss), "price": price},
+        "tolerance": "values",
+        "inputs": {"wc": wc_json(entries), "T": T, "cfg": cfg_json(cfg),
+                   "expand_gain": f32(gain), "collapse_loss": f32(loss), "price": price},
     }
     inp = case["inputs"]
     try:
-        t, m = lens_targets_from_utilities(wc_of(entries), tensor(inp["expand_gain"]),
-                                           tensor(inp["collapse_loss"]), T, cfg, price)
-        case["expected"] = {"targets": out(t), "mask": m.tolist()}
-    except (ValueError, TypeError) as err:
-        case["expected"] = {"error": "ValueError" if isinstance(err, ValueError) else "TypeError"}
+        t, m = lens_targets_from_utilities(wc_of(entries), values(inp["expand_gain"]),
+                                           values(inp["collapse_loss"]), T, cfg, price)
+        case["expected"] = {"targets": out(t), "mask": out(m)}
+    except MegaContextError as err:
+        case["error"] = error_json(err, "collapse_loss")
     return case
 
 
@@ -105,22 +159,24 @@ def best_case(name, description, cfg, T, entries, best, delta):
     t, m = lens_targets_from_best(wc_of(entries), wc_of(best), delta, T, cfg)
     return {
         "name": name, "description": description, "function": "lens_targets_from_best",
-        "cfg": cfg_json(cfg), "T": T, "wc": wc_json(entries),
-        "inputs": {"best_wc": wc_json(best), "delta_loss": delta},
-        "expected": {"targets": out(t), "mask": m.tolist()},
+        "tolerance": "values",
+        "inputs": {"wc": wc_json(entries), "T": T, "cfg": cfg_json(cfg),
+                   "best_wc": wc_json(best), "delta_loss": delta},
+        "expected": {"targets": out(t), "mask": out(m)},
     }
 
 
 def loss_case(name, description, cfg, T, entries, scores, targets, mask, weights):
     case = {
         "name": name, "description": description, "function": "lens_loss",
-        "cfg": cfg_json(cfg), "T": T, "wc": wc_json(entries),
-        "inputs": {"scores": f32(scores), "targets": f32(targets), "mask": list(mask),
+        "tolerance": "values",
+        "inputs": {"wc": wc_json(entries), "cfg": cfg_json(cfg), "scores": f32(scores),
+                   "targets": f32(targets), "mask": tensor(np.asarray(mask, dtype=bool)),
                    "weights": dataclasses.asdict(weights)},
     }
     inp = case["inputs"]
-    s = tensor(inp["scores"]).requires_grad_(True)
-    res = lens_loss(s, tensor(inp["targets"]), torch.tensor(mask), wc_of(entries), cfg, weights)
+    s = values(inp["scores"]).requires_grad_(True)
+    res = lens_loss(s, values(inp["targets"]), torch.tensor(mask), wc_of(entries), cfg, weights)
     res.total.backward()
     case["expected"] = {k: out(v) for k, v in res._asdict().items()}
     case["expected"]["grad_total"] = out(s.grad)
@@ -128,9 +184,10 @@ def loss_case(name, description, cfg, T, entries, scores, targets, mask, weights
 
 
 def weights_case(name, description, losses, baseline):
-    w = variant_weights(tensor(f32(losses)), baseline)
+    w = variant_weights(values(f32(losses)), baseline)
     return {
         "name": name, "description": description, "function": "variant_weights",
+        "tolerance": "values",
         "inputs": {"losses": f32(losses), "baseline_loss": baseline},
         "expected": {"weights": out(w)},
     }
@@ -237,43 +294,8 @@ def build_cases() -> list[dict]:
 
 
 def build_document() -> dict:
-    return {
-        "format": "megacontext lens supervision golden vectors, version 1",
-        "produced_by": ("python -m megacontext.conformance.lens_vectors --write "
-                        "(megacontext/conformance/lens_vectors.py)"),
-        "contract": "spec/README.md §6 (lens supervision); §3 (sibling groups, legality)",
-        "conventions": {
-            "null": "NaN in a float array",
-            "wc": "a working context as parallel arrays lods, starts (residency 0)",
-            "cfg": "MCConfig fields; weights: LensLossWeights fields",
-            "inputs": "float32-representable; run a port in float32 (or wider)",
-            "expected": "computed by the reference in float64; lens_loss: the five terms "
-                        "(total, reg, pref, rank, budget) and grad_total = d total / d scores; "
-                        "error: the builtin exception class the call must raise",
-            "compare": "|got - expected| <= atol + rtol * |expected|; masks exactly",
-        },
-        "tolerance": TOLERANCE,
-        "cases": build_cases(),
-    }
-
-
-def render() -> str:
-    return json.dumps(build_document(), indent=1, allow_nan=False) + "\n"
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m megacontext.conformance.lens_vectors",
-                                     description=__doc__.split("\n")[0])
-    parser.add_argument("--write", action="store_true", help=f"rewrite {PATH.name}")
-    args = parser.parse_args(argv)
-    text = render()
-    if args.write:
-        PATH.parent.mkdir(parents=True, exist_ok=True)
-        PATH.write_text(text)
-    else:
-        sys.stdout.write(text)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    doc = header("lens supervision: targets, the LensNet loss, variant weights",
+                 "contract §6 (lens supervision); §3 (sibling groups, legality)", DEFINITIONS,
+                 TOLERANCES, ERROR_KINDS)
+    doc["cases"] = build_cases()
+    return doc
