@@ -184,6 +184,16 @@ def test_malformed_duplicate_and_unknown_lines_are_problems(tmp_path):
                    "`unimplemented: LensNet`)"}
 
 
+def test_readme_example_xfails_file_parses_cleanly(tmp_path):
+    text = (ROOT / "README.md").read_text()
+    block = re.search(r"<!-- xfails-example:start -->\n```\n(.*?)```\n<!-- xfails-example:end -->",
+                      text, re.S)
+    assert block, "README.md lost its xfails-example markers"
+    xf = parse(tmp_path, block.group(1))
+    assert not xf.problems and len(xf.tests) == 3 and len(xf.parts) == 1, (xf.problems, xf)
+    assert all((ROOT / line.path_part()).is_file() for line in xf.tests)
+
+
 def test_unreadable_xfails_file_is_one_line(tmp_path):
     with pytest.raises(xfails.XfailsFileError, match=r"^--xfails-file .*: is a directory"):
         xfails.read(str(tmp_path))
