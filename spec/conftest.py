@@ -15,11 +15,13 @@ failures that name the spec rule, a reproduce line on failure, golden fixtures.
 from __future__ import annotations
 
 import os
+import re
 import shlex
 from pathlib import Path
 
 import pytest
 from hypothesis import settings
+from hypothesis.errors import HypothesisException
 
 from spec import implementation, xfails
 from spec.golden import GoldenText
@@ -198,21 +200,24 @@ def pytest_collection_modifyitems(session, config, items):
 
 
 def _rule(item) -> str:
-    """First line of the spec's docstring (the rule it checks), else its name."""
-    for obj in (getattr(item, "obj", None), getattr(item, "cls", None)):
+    """The rule a spec checks: the first sentence of its docstring (else its class's, else its
+    module's, as for a stateful machine's runTest), else its name."""
+    for obj in (getattr(item, "obj", None), getattr(item, "cls", None),
+                getattr(item, "module", None)):
         doc = getattr(obj, "__doc__", None)
         if doc and doc.strip():
-            return doc.strip().splitlines()[0].strip()
+            paragraph = " ".join(doc.strip().split("\n\n")[0].split())
+            return re.split(r"(?<=\.)\s", paragraph, maxsplit=1)[0]
     return item.name
 
 
 def _is_assertion(exc: BaseException) -> bool:
-    if isinstance(exc, AssertionError | pytest.fail.Exception | pytest.skip.Exception
-                  | pytest.xfail.Exception):
-        return True
+    """A failure the spec itself reports (an assertion, pytest.fail/skip/xfail, a hypothesis
+    usage or health-check error) rather than an exception out of the implementation."""
     if isinstance(exc, BaseExceptionGroup):  # hypothesis: several distinct failures
         return all(_is_assertion(e) for e in exc.exceptions)
-    return False
+    return isinstance(exc, AssertionError | pytest.fail.Exception | pytest.skip.Exception
+                      | pytest.xfail.Exception | HypothesisException)
 
 
 @pytest.hookimpl(wrapper=True)

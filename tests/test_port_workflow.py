@@ -202,6 +202,24 @@ def test_unreadable_xfails_file_is_one_line(tmp_path):
         xfails.read(str(tmp_path / "bin.txt"))
 
 
+def test_the_rule_is_the_first_sentence_of_the_nearest_docstring():
+    from types import SimpleNamespace as NS
+
+    from spec.conftest import _rule
+
+    def spec():
+        """Every group is K consecutive entries
+        (level < max_lod). Ids run 0..G-1.
+
+        More detail."""
+
+    module = NS(__doc__="A session keeps WCs valid.\nDetails.")
+    assert _rule(NS(obj=spec, cls=None, module=module, name="t")) == (
+        "Every group is K consecutive entries (level < max_lod).")
+    stateful = NS(obj=NS(__doc__=None), cls=NS(__doc__=None), module=module, name="runTest")
+    assert _rule(stateful) == "A session keeps WCs valid."
+
+
 def test_every_public_name_sits_in_exactly_one_topic():
     import megacontext
 
