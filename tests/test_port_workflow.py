@@ -66,8 +66,14 @@ def run_readme(tmp_path, port, *, specs=SUBSET, xfails_file=True, extra_env=None
         del argv[i:i + 2]
     env.update(extra_env or {}, COLUMNS="200")
     argv = [sys.executable, "-m", *argv, "-p", "no:cacheprovider"]
-    proc = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     return proc.returncode, proc.stdout + proc.stderr
+
+
+@pytest.fixture
+def tmp(tmp_path):
+    """tmp_path with symlinks resolved, as the run prints the paths it imported from."""
+    return tmp_path.resolve()
 
 
 def run_port(tmp_path, port, **kwargs):
@@ -75,11 +81,11 @@ def run_port(tmp_path, port, **kwargs):
     return run_readme(tmp_path, port, **kwargs)
 
 
-def test_broken_port_without_xfails_is_red_naming_the_rule(tmp_path):
-    rc, out = run_port(tmp_path, "broken_port", xfails_file=False)
+def test_broken_port_without_xfails_is_red_naming_the_rule(tmp):
+    rc, out = run_port(tmp, "broken_port", xfails_file=False)
     assert rc == 1, out
     assert "hypothesis profile: ci" in out, out  # a port run is derandomized by default
-    assert f"broken_port from {tmp_path}/broken_port/__init__.py" in out, out
+    assert f"broken_port from {tmp}/broken_port/__init__.py" in out, out
     for nodeid in BROKEN:
         assert f"FAILED {nodeid}" in out, out
     assert "3 failed, 9 passed" in out, out
@@ -89,18 +95,18 @@ def test_broken_port_without_xfails_is_red_naming_the_rule(tmp_path):
                      r"no attribute 'tolist'\n", out), out
     assert ("FAILED spec/test_legality.py::test_legal_actions_example - spec rule violated: K=4, "
             in out), out
-    assert (f"cd {ROOT} && MEGACONTEXT_IMPL=broken_port MEGACONTEXT_IMPL_PATH={tmp_path} pytest "
+    assert (f"cd {ROOT} && MEGACONTEXT_IMPL=broken_port MEGACONTEXT_IMPL_PATH={tmp} pytest "
             f"{BROKEN[2]} --hypothesis-profile=ci\n") in out, out
 
 
-def test_broken_port_with_its_xfails_file_is_green(tmp_path):
-    rc, out = run_port(tmp_path, "broken_port")
+def test_broken_port_with_its_xfails_file_is_green(tmp):
+    rc, out = run_port(tmp, "broken_port")
     assert rc == 0, out
     assert "9 passed, 3 xfailed" in out, out
 
 
-def test_stale_typo_and_wrong_part_lines_are_red_naming_each_line(tmp_path):
-    path = copy_port(tmp_path, "broken_port") / "xfails.txt"
+def test_stale_typo_and_wrong_part_lines_are_red_naming_each_line(tmp):
+    path = copy_port(tmp, "broken_port") / "xfails.txt"
     listed = len(path.read_text().splitlines())
     bad = [
         f"{LEGALITY}::test_expand_is_offered_exactly_for_gists",  # stale: it passes
@@ -109,7 +115,7 @@ def test_stale_typo_and_wrong_part_lines_are_red_naming_each_line(tmp_path):
         "unimplemented: modles",  # typo
     ]
     path.write_text(path.read_text() + "\n".join(bad) + "\n")
-    rc, out = run_readme(tmp_path, "broken_port")
+    rc, out = run_readme(tmp, "broken_port")
     assert rc == 1, out
     n = [f"{path}:{listed + i}" for i in range(1, 5)]
     assert f"[XPASS(strict)] listed at {n[0]}: `{bad[0]}`" in out, out
@@ -120,13 +126,13 @@ def test_stale_typo_and_wrong_part_lines_are_red_naming_each_line(tmp_path):
     assert "4 failed, 8 passed, 3 xfailed" in out, out
 
 
-def test_controller_only_port_declaring_its_missing_parts_is_green(tmp_path):
+def test_controller_only_port_declaring_its_missing_parts_is_green(tmp):
     specs = [*SUBSET, "spec/test_tree.py", "spec/test_lensnet.py"]
-    rc, out = run_port(tmp_path, "controller_only", specs=specs)
+    rc, out = run_port(tmp, "controller_only", specs=specs)
     assert rc == 0, out
     assert "error" not in out.lower().split("short test summary info")[-1], out
     assert re.search(r"12 passed, \d+ skipped", out), out
-    declared = f"{tmp_path}/controller_only/xfails.txt:2: `unimplemented: models`"
+    declared = f"{tmp}/controller_only/xfails.txt:2: `unimplemented: models`"
     # test_lensnet.py touches the models at import time (a whole-module skip), test_tree.py in
     # each test.
     assert f"not implemented: LensNetConfig (declared at {declared})" in out, out
@@ -138,15 +144,15 @@ def test_controller_only_port_declaring_its_missing_parts_is_green(tmp_path):
      "ERROR: MEGACONTEXT_IMPL=no_such_port: no module named 'no_such_port' in "
      "MEGACONTEXT_IMPL_PATH="),
     ("xfails", {}, "ERROR: --xfails-file {tmp}/controller_only/xfails.txt: no such file"),
-])
-def test_bad_module_or_missing_file_is_a_one_line_usage_error(tmp_path, problem, env, message):
+], ids=["bad-module", "missing-xfails-file"])
+def test_bad_module_or_missing_file_is_a_one_line_usage_error(tmp, problem, env, message):
     if problem == "xfails":
-        (copy_port(tmp_path, "controller_only") / "xfails.txt").unlink()
-        rc, out = run_readme(tmp_path, "controller_only", extra_env=env)
+        (copy_port(tmp, "controller_only") / "xfails.txt").unlink()
+        rc, out = run_readme(tmp, "controller_only", extra_env=env)
     else:
-        rc, out = run_port(tmp_path, "controller_only", extra_env=env)
+        rc, out = run_port(tmp, "controller_only", extra_env=env)
     assert rc == 4, out
-    assert message.format(tmp=tmp_path) in out, out
+    assert message.format(tmp=tmp) in out, out
     assert "Traceback" not in out and "INTERNALERROR" not in out, out
     assert len(out.strip().splitlines()) == 1, out
 
