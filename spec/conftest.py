@@ -9,7 +9,7 @@ failures that name the spec rule, a reproduce line on failure, golden fixtures.
   after its `file:line`.
 - A spec that fails with an exception other than an assertion (a raw torch RuntimeError, an
   AttributeError from the implementation's return value, a wrong error type) is reported as
-  "spec rule violated: <first line of the spec's docstring>" with the original exception.
+  "spec rule violated: <first sentence of the spec's docstring>" with the original exception.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import pytest
 from hypothesis import settings
 from hypothesis.errors import HypothesisException
 
-from spec import implementation, xfails
+from spec import implementation, parts, xfails
 from spec.golden import GoldenText
 
 _state = pytest.StashKey["_PortRun"]()
@@ -136,7 +136,8 @@ def _arg_nodeids(config) -> list[str]:
 
 
 def _within(prefix: str, text: str) -> bool:
-    """Node id `prefix` (a run argument) covers everything `text` can name."""
+    """True if the run argument `prefix` selects everything the xfails line `text` can cover,
+    so that line must cover some collected test."""
     return (prefix == "" or text == prefix
             or any(text.startswith(prefix + s) for s in ("::", "[", "/")))
 
@@ -183,7 +184,7 @@ def pytest_collection_modifyitems(session, config, items):
                              else f"`{line.text}` matches no collected test: its file was "
                                   f"skipped ({skipped})"))
     for line in xf.parts:
-        provided = [n for n in xfails.parts.names_of(line.text) if hasattr(run.module, n)]
+        provided = [n for n in parts.names_of(line.text) if hasattr(run.module, n)]
         if provided:
             problems.append((line, (
                 f"`unimplemented: {line.text}` but {implementation.IMPL_NAME} provides "
