@@ -36,6 +36,21 @@ from .models.lens_gated import (
 from .models.lensnet import LensNet, LensNetConfig, lens_features, tail_gists
 from .models.tiny_gpt import LoRALinear, TinyGPT, TinyGPTConfig, TinyGPTOutput, lora_parameters
 from .models.tree import MegaContextTree, mean_gist
+from .runtime.labels import (
+    BestVariantLabels,
+    Candidate,
+    SnapshotLabels,
+    best_variant_labels,
+    candidate_actions,
+    label_snapshot,
+)
+from .runtime.session import (
+    POLICIES,
+    MegaContextSession,
+    RefocusRecord,
+    full_context_nll,
+    policy_nll,
+)
 from .supervision.kl import aggregate_kl, kl_barrier, kl_per_position, substitutability_loss
 from .supervision.lens_loss import LensLoss, LensLossWeights, lens_loss
 from .supervision.lens_targets import (
@@ -53,6 +68,17 @@ from .supervision.telemetry import (
 )
 
 __all__ = [
+    "BestVariantLabels",
+    "Candidate",
+    "MegaContextSession",
+    "POLICIES",
+    "RefocusRecord",
+    "SnapshotLabels",
+    "best_variant_labels",
+    "candidate_actions",
+    "full_context_nll",
+    "label_snapshot",
+    "policy_nll",
     "Action",
     "block_scores",
     "focus_step",
