@@ -51,6 +51,8 @@ from .runtime.session import (
     full_context_nll,
     policy_nll,
 )
+from .runtime.tables import SCHEMA_VERSION as LABEL_SCHEMA_VERSION
+from .runtime.tables import StoredSnapshot, read_labels, write_snapshot_labels
 from .supervision.kl import aggregate_kl, kl_barrier, kl_per_position, substitutability_loss
 from .supervision.lens_loss import LensLoss, LensLossWeights, lens_loss
 from .supervision.lens_targets import (
@@ -78,6 +80,10 @@ __all__ = [
     "candidate_actions",
     "full_context_nll",
     "label_snapshot",
+    "LABEL_SCHEMA_VERSION",
+    "StoredSnapshot",
+    "read_labels",
+    "write_snapshot_labels",
     "policy_nll",
     "Action",
     "block_scores",
