@@ -37,14 +37,21 @@ def base_logits(base, inputs: torch.Tensor, positions: torch.Tensor) -> torch.Te
     return logits
 
 
+def device_of(base) -> torch.device:
+    """The device of the base's parameters (CPU for a base without parameters)."""
+    params = getattr(base, "parameters", None)
+    p = next(iter(params()), None) if callable(params) else None
+    return p.device if p is not None else torch.device("cpu")
+
+
 def embed_ids(base, ids: torch.Tensor) -> torch.Tensor:
-    """[n, E] input embeddings of token ids [n] (int64) through `base.embed`."""
-    out = base.embed(ids)
+    """[n, E] input embeddings of token ids [n] (int64) through `base.embed`, on the CPU."""
+    out = base.embed(ids.to(device_of(base)))
     if not isinstance(out, torch.Tensor) or out.shape[:1] != ids.shape or out.ndim != 2:
         got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise InputTypeError(f"base.embed(ids[{ids.shape[0]}]) returned {got}; expected "
                              f"[{ids.shape[0]}, E]")
-    return out
+    return out.cpu()
 
 
 def check_ids(name: str, ids, vocab_size: int | None = None, min_length: int = 0) -> torch.Tensor:
@@ -102,11 +109,13 @@ def loss_at_h_batch(
             pos[j, :n] = p.to(torch.float64)
             pos[j, n: n + H - 1] = q_pos
             rows.append(torch.arange(n - 1, n - 1 + H))
-        logits = base_logits(base, x, pos)  # [b, L, V]
-        picked = logits[torch.arange(len(vecs))[:, None], torch.stack(rows)]  # [b, H, V]
-        nll = F.cross_entropy(picked.float().transpose(1, 2), future.expand(len(vecs), H),
-                              reduction="none")  # [b, H]
-        out[b0: b0 + len(vecs)] = nll.double().mean(dim=1)
+        dev = device_of(base)
+        logits = base_logits(base, x.to(dev), pos.to(dev))  # [b, L, V]
+        picked = logits[torch.arange(len(vecs), device=dev)[:, None],
+                        torch.stack(rows).to(dev)]  # [b, H, V]
+        nll = F.cross_entropy(picked.float().transpose(1, 2),
+                              future.to(dev).expand(len(vecs), H), reduction="none")  # [b, H]
+        out[b0: b0 + len(vecs)] = nll.double().mean(dim=1).cpu()
     return out
 
 

@@ -43,7 +43,7 @@ from ..errors import ConfigError, InputError, InputTypeError, check_int
 from ..models.lensnet import LensNet, lens_features, tail_gists
 from ..models.tree import MegaContextTree
 from ..supervision.lens_targets import lens_targets_from_utilities
-from .horizon import base_logits, check_ids, embed_ids, loss_at_h_batch
+from .horizon import base_logits, check_ids, device_of, embed_ids, loss_at_h_batch
 from .labels import label_snapshot
 
 POLICIES = ("window", "recency", "lens", "random", "oracle")
@@ -261,7 +261,8 @@ class MegaContextSession:
         t0 = time.perf_counter()
         x = self.tree.gather(self.wc)[None]
         pos = self.wc.positions(self.cfg).to(torch.float64)[None]
-        out = base_logits(self.base, x, pos)[0, -1].float()
+        dev = device_of(self.base)
+        out = base_logits(self.base, x.to(dev), pos.to(dev))[0, -1].float().cpu()
         self._base_ms += _ms(t0)
         return out
 
