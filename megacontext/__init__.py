@@ -8,6 +8,16 @@ from .controller.config import MCConfig
 from .controller.legality import legal_actions
 from .controller.lod_map import render_lod_map
 from .controller.working_context import WorkingContext, append_tokens, build_working_context
+from .data import (
+    CorpusError,
+    Document,
+    LongRangeExample,
+    LongRangeTask,
+    WindowSampler,
+    load_documents,
+    split_documents,
+    validation_windows,
+)
 from .errors import (
     AlignmentError,
     BudgetError,
@@ -51,8 +61,36 @@ from .supervision.telemetry import (
     sign_agreement,
     spearman_corr,
 )
+from .training import (
+    CheckpointCorruptError,
+    CheckpointError,
+    CheckpointMismatchError,
+    PretrainConfig,
+    checkpoint_sha256,
+    load_base,
+    load_checkpoint,
+    pretrain,
+    save_checkpoint,
+)
 
 __all__ = [
+    "CorpusError",
+    "Document",
+    "LongRangeExample",
+    "LongRangeTask",
+    "WindowSampler",
+    "load_documents",
+    "split_documents",
+    "validation_windows",
+    "CheckpointCorruptError",
+    "CheckpointError",
+    "CheckpointMismatchError",
+    "PretrainConfig",
+    "checkpoint_sha256",
+    "load_base",
+    "load_checkpoint",
+    "pretrain",
+    "save_checkpoint",
     "Action",
     "block_scores",
     "focus_step",

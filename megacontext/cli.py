@@ -15,6 +15,7 @@ from importlib import metadata
 # name -> (module providing add_arguments/run, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("megacontext.demo", "run a synthetic MegaContext session and print LOD maps"),
+    "pretrain": ("megacontext.pretrain", "train the byte-level base TinyGPT on the stdlib corpus"),
 }
 
 SEED_MAX = 2**63 - 1
