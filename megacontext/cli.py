@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
                  "(Markdown table)"),
     "label": ("megacontext.label", "write counterfactual ΔNLL label tables (Parquet)"),
     "run": ("megacontext.run", "stream a file through a MegaContext session (LOD maps, metrics)"),
+    "pretrain": ("megacontext.pretrain", "train the byte-level base TinyGPT on the stdlib corpus"),
 }
 
 SEED_MAX = 2**63 - 1
