@@ -63,29 +63,17 @@ def parse_budgets(text: str, history: int) -> list[int]:
     return out
 
 
-def heldout_files(n: int, min_bytes: int) -> list[str]:
-    """The first n validation-split standard-library files with at least min_bytes bytes."""
-    try:
-        import sysconfig
+def heldout_documents(n: int, min_bytes: int) -> list[tuple[str, torch.Tensor]]:
+    """(name, ids) of the first n held-out (validation split) standard-library files with at
+    least min_bytes bytes, by name (`megacontext.data.corpus`, contract §16)."""
+    from .data.corpus import load_documents, split_documents
 
-        from .data.corpus import is_validation
-    except ImportError as e:  # pragma: no cover - only before the data package exists
-        raise InputError(f"--heldout needs megacontext.data: {e}") from None
-    root = Path(sysconfig.get_paths()["stdlib"])
-    skip = {"site-packages", "dist-packages", "__pycache__", "pydoc_data", "test", "tests",
-            "idle_test"}
-    out = []
-    for f in sorted(root.rglob("*.py")):
-        rel = f.relative_to(root)
-        if skip & set(rel.parts[:-1]):
-            continue
-        if is_validation("stdlib/" + "/".join(rel.parts)) and f.stat().st_size >= min_bytes:
-            out.append(str(f))
-            if len(out) == n:
-                break
-    if not out:
+    docs = [d for d in split_documents(load_documents(("stdlib",))).validation
+            if len(d) >= min_bytes][:n]
+    if not docs:
         raise InputError(f"no held-out standard-library file has {min_bytes} bytes")
-    return out
+    return [(d.name, torch.frombuffer(bytearray(d.data), dtype=torch.uint8).long())
+            for d in docs]
 
 
 def windows(ids: torch.Tensor, length: int, count: int) -> list[torch.Tensor]:
@@ -118,10 +106,14 @@ def _run(args, out) -> int:
             raise InputError(f"--policies: {p!r} is not one of full,{','.join(POLICIES)}")
     cfgs = {b: MCConfig(block_size=K, budget=b, recent_tokens=args.recent_tokens)
             for b in budgets}
-    files = list(args.files) or (heldout_files(args.heldout, Tn + H) if args.heldout else [])
-    if not files:
+    if args.files:
+        docs = [(f, read_ids(f)) for f in args.files]
+    elif args.heldout:
+        docs = heldout_documents(args.heldout, Tn + H)
+    else:
         raise InputError("name FILEs or --heldout N")
-    wins = [(f, w) for f in files for w in windows(read_ids(f), Tn + H, args.windows_per_file)]
+    files = [name for name, _ in docs]
+    wins = [(f, w) for f, ids in docs for w in windows(ids, Tn + H, args.windows_per_file)]
     if not wins:
         raise InputError(f"no FILE holds --history + --horizon = {Tn + H} bytes")
     base, base_sha, base_desc = load_base(args.base, args.seed)
@@ -170,7 +162,7 @@ def _run(args, out) -> int:
             d = f" ({m - full:+.3f})" if full is not None else ""
             row.append(f"{m:.4f} ± {se:.4f}{d}")
         lines.append(f"| {p} | " + " | ".join(row) + " |")
-    lines += ["", "Files: " + ", ".join(Path(f).name for f in files), ""]
+    lines += ["", "Files: " + ", ".join(files), ""]
     text = "\n".join(lines)
     write_text_atomic(args.out, text)
     raw = {"history": Tn, "horizon": H, "block_size": K, "budgets": budgets, "files": files,
