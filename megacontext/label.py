@@ -44,6 +44,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-candidates", type=positive_int, default=64)
     p.add_argument("--batch-size", type=positive_int, default=32, help="variants per forward")
     p.add_argument("--seed", type=seed_type, default=0)
+    p.add_argument("--threads", type=positive_int, help="torch threads")
     p.add_argument("--run-id", help="default: the output directory's name")
     p.add_argument("--no-progress", action="store_true")
 
@@ -63,6 +64,8 @@ def run(args: argparse.Namespace, out=None) -> int:
 
 
 def _run(args, out) -> int:
+    if args.threads:
+        torch.set_num_threads(args.threads)
     cfg = MCConfig(block_size=args.block_size, max_lod=args.max_lod, budget=args.budget,
                    recent_tokens=args.recent_tokens)
     files = [read_ids(f) for f in args.files]
