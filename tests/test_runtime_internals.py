@@ -147,3 +147,23 @@ def test_label_metrics_lod_delta_is_the_mean_collapse_delta():
           if c.kind == "collapse" and c.lod == 0]
     assert d1 and abs(m["lod_delta/1"] - sum(d1) / len(d1)) < 1e-12
     assert abs(m["lod_loss/1"] - (lab.base_nll + m["lod_delta/1"])) < 1e-12
+
+
+def test_a_crash_while_writing_a_part_leaves_no_part_and_no_temp_file(tmp_path, monkeypatch):
+    """Parts are written to a temporary file and renamed: a write that dies half-way leaves
+    neither a truncated part (which resume would take for finished) nor a stray temp file."""
+    import pyarrow as pa
+
+    from megacontext.runtime import tables
+
+    def dying_write(table, where):
+        with open(where, "wb") as f:
+            f.write(b"PAR1 half a file")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tables.pq, "write_table", dying_write)
+    target = tmp_path / "labels" / "00000000.parquet"
+    with pytest.raises(KeyboardInterrupt):
+        tables.write_table_atomic(pa.table({"x": [1]}), target)
+    assert not target.exists() and list(target.parent.iterdir()) == []
+    assert not tables.is_labeled(tmp_path, 0)
