@@ -8,6 +8,16 @@ from .controller.config import MCConfig
 from .controller.legality import legal_actions
 from .controller.lod_map import render_lod_map
 from .controller.working_context import WorkingContext, append_tokens, build_working_context
+from .data import (
+    CorpusError,
+    Document,
+    LongRangeExample,
+    LongRangeTask,
+    WindowSampler,
+    load_documents,
+    split_documents,
+    validation_windows,
+)
 from .errors import (
     AlignmentError,
     BudgetError,
@@ -36,6 +46,23 @@ from .models.lens_gated import (
 from .models.lensnet import LensNet, LensNetConfig, lens_features, tail_gists
 from .models.tiny_gpt import LoRALinear, TinyGPT, TinyGPTConfig, TinyGPTOutput, lora_parameters
 from .models.tree import MegaContextTree, mean_gist
+from .runtime.labels import (
+    BestVariantLabels,
+    Candidate,
+    SnapshotLabels,
+    best_variant_labels,
+    candidate_actions,
+    label_snapshot,
+)
+from .runtime.session import (
+    POLICIES,
+    MegaContextSession,
+    RefocusRecord,
+    full_context_nll,
+    policy_nll,
+)
+from .runtime.tables import SCHEMA_VERSION as LABEL_SCHEMA_VERSION
+from .runtime.tables import StoredSnapshot, read_labels, write_snapshot_labels
 from .supervision.kl import aggregate_kl, kl_barrier, kl_per_position, substitutability_loss
 from .supervision.lens_loss import LensLoss, LensLossWeights, lens_loss
 from .supervision.lens_targets import (
@@ -51,8 +78,51 @@ from .supervision.telemetry import (
     sign_agreement,
     spearman_corr,
 )
+from .training import (
+    CheckpointCorruptError,
+    CheckpointError,
+    CheckpointMismatchError,
+    PretrainConfig,
+    checkpoint_sha256,
+    load_base,
+    load_checkpoint,
+    pretrain,
+    save_checkpoint,
+)
 
 __all__ = [
+    "BestVariantLabels",
+    "Candidate",
+    "MegaContextSession",
+    "POLICIES",
+    "RefocusRecord",
+    "SnapshotLabels",
+    "best_variant_labels",
+    "candidate_actions",
+    "full_context_nll",
+    "label_snapshot",
+    "LABEL_SCHEMA_VERSION",
+    "StoredSnapshot",
+    "read_labels",
+    "write_snapshot_labels",
+    "policy_nll",
+    "CorpusError",
+    "Document",
+    "LongRangeExample",
+    "LongRangeTask",
+    "WindowSampler",
+    "load_documents",
+    "split_documents",
+    "validation_windows",
+    "CheckpointCorruptError",
+    "CheckpointError",
+    "CheckpointMismatchError",
+    "PretrainConfig",
+    "checkpoint_sha256",
+    "load_base",
+    "load_checkpoint",
+    "pretrain",
+    "save_checkpoint",
     "Action",
     "block_scores",
     "focus_step",

@@ -15,6 +15,11 @@ from importlib import metadata
 # name -> (module providing add_arguments/run, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("megacontext.demo", "run a synthetic MegaContext session and print LOD maps"),
+    "evaluate": ("megacontext.evaluate", "loss@H of policies x budgets on held-out text "
+                 "(Markdown table)"),
+    "label": ("megacontext.label", "write counterfactual ΔNLL label tables (Parquet)"),
+    "run": ("megacontext.run", "stream a file through a MegaContext session (LOD maps, metrics)"),
+    "pretrain": ("megacontext.pretrain", "train the byte-level base TinyGPT on the stdlib corpus"),
 }
 
 SEED_MAX = 2**63 - 1
