@@ -172,12 +172,14 @@ def test_lens_gates_are_a_softmax_per_head(cfg, row):
 # --- causality -------------------------------------------------------------------------------
 
 
-@given(S.lens_gated_configs(reciprocity=True, discoverability=True, route_gate=True),
-       seeds, st.integers(2, 10), st.data())
+@given(S.lens_gated_configs(reciprocity=True, discoverability=True, route_gate=True)
+       | S.lens_gated_configs(), seeds, st.integers(2, 10), st.data())
 def test_no_future_leakage_with_every_mechanism_on(cfg, seed, T, data):
-    """Changing the tokens after position i changes no block output at positions <= i, with
-    reciprocity, discoverability, the route gate and any context path on: Sᵀ and the column
-    bias d carry later keys, and the causal mask after mixing removes them (§8)."""
+    """Changing the tokens after position i leaves every block output at positions <= i
+    bitwise unchanged, with reciprocity, discoverability, the route gate and any context path
+    on (and under any other switches): Sᵀ and the column bias d carry later keys, and the
+    causal mask after mixing removes them (§8). Bitwise: a bias centred with a mean over all
+    keys (future ones included) moves past outputs at rounding level only (~2.6e-6)."""
     i = data.draw(st.integers(0, T - 2), label="i")
     block = randomize(mc.LensGatedBlock(cfg), seed)
     x = inputs(cfg, seed + 1, T)
@@ -185,8 +187,9 @@ def test_no_future_leakage_with_every_mechanism_on(cfg, seed, T, data):
     later[:, i + 1:] = torch.randn(later[:, i + 1:].shape,
                                    generator=torch.Generator().manual_seed(seed + 2)) * 3
     before, after = block(x)[:, : i + 1], block(later)[:, : i + 1]
-    torch.testing.assert_close(after, before, rtol=1e-6, atol=1e-6, msg=lambda m: (
-        f"{m}\noutputs at <= i={i} moved when tokens > i changed; cfg={cfg} seed={seed} T={T}"))
+    assert torch.equal(after, before), (
+        f"outputs at <= i={i} moved by {(after - before).abs().max().item()} when tokens > i "
+        f"changed; cfg={cfg} seed={seed} T={T}")
 
 
 # --- route gate and MLP context --------------------------------------------------------------
@@ -334,7 +337,7 @@ def test_lens_gated_tiny_gpt_with_standard_gate_alone_matches_tiny_gpt():
 @given(seeds, st.integers(0, 7), st.sampled_from(["low_rank", "full_rank"]))
 def test_lens_gated_tiny_gpt_is_causal_in_entry_order(seed, i, context):
     """In a lens-gated TinyGPT with every mechanism on (RoPE at explicit positions), the logits
-    at entries <= i do not depend on the inputs or positions of entries > i."""
+    at entries <= i do not depend on the inputs or positions of entries > i: bitwise equal."""
     cfg = mc.TinyGPTConfig(**TINY)
     model = randomize(mc.lens_gated_tiny_gpt(cfg, "full", context=context, context_rank=2,
                                              context_alpha=0.5), seed, scale=0.3)
@@ -344,8 +347,9 @@ def test_lens_gated_tiny_gpt_is_causal_in_entry_order(seed, i, context):
     positions2[:, i + 1:] += 7.5
     before = model(tokens, positions).logits[:, : i + 1]
     after = model(tokens2, positions2).logits[:, : i + 1]
-    torch.testing.assert_close(after, before, rtol=1e-5, atol=1e-5, msg=lambda m: (
-        f"{m}\nlogits at <= i={i} changed; seed={seed} context={context}"))
+    assert torch.equal(after, before), (
+        f"logits at <= i={i} moved by {(after - before).abs().max().item()}; seed={seed} "
+        f"context={context}")
 
 
 # --- typed errors ----------------------------------------------------------------------------
