@@ -93,46 +93,54 @@ def test_standard_gate_alone_is_plain_causal_attention(cfg, seed, T):
                                msg=lambda m: f"{m}\ncfg={cfg} seed={seed} T={T}")
 
 
+def causal_weights(logits):
+    """Attention weights softmax_j(logits[i, j]) over the keys j <= i of [B, H, T, T] logits:
+    what the logits mean. Logits that differ by a per-row constant (a row max subtracted, a bias
+    centred over the visible keys) give the same weights, so the specs compare these (§8)."""
+    T = logits.shape[-1]
+    return logits.masked_fill(torch.ones(T, T, dtype=torch.bool).triu(1), -INF).softmax(-1)
+
+
+def assert_same_attention(got, want, msg):
+    """Logits equal modulo a per-row constant over the visible keys, i.e. equal weights."""
+    torch.testing.assert_close(causal_weights(got), causal_weights(want), rtol=1e-5, atol=1e-6,
+                               msg=lambda m: f"{m}\n{msg}")
+
+
 @given(S.lens_gated_configs(reciprocity=True), seeds, st.integers(1, 8))
 def test_reciprocity_term_is_exactly_the_transpose_of_S(cfg, seed, T):
-    """The reciprocity logits (w_rec = 1) are exactly Sᵀ, where S = q·kᵀ/sqrt(D) are the standard
-    logits (w_std = 1): Sᵀ[i, j] = q_j·k_i, no new projection (§8, seed 004 mechanism 1)."""
+    """The reciprocity logits (w_rec = 1) are Sᵀ, where S = q·kᵀ/sqrt(D) are the standard
+    logits (w_std = 1): Sᵀ[i, j] = q_j·k_i, no new projection (§8, seed 004 mechanism 1).
+    Compared modulo a per-row constant (as attention weights over the visible keys)."""
     attn = randomize(mc.LensGatedAttention(cfg), seed)
     x = inputs(cfg, seed + 1, T)
-    set_gates(attn, STD_ONLY)
-    std = attn.logits(x)
-    set_gates(attn, REC_ONLY)
-    rec = attn.logits(x)
-    assert torch.equal(rec, std.transpose(-2, -1)), (
-        f"reciprocity logits are not S transposed: max diff "
-        f"{(rec - std.transpose(-2, -1)).abs().max().item()}; cfg={cfg} seed={seed} T={T}"
-    )
     q, k, _ = q_k_v(attn, x)
-    torch.testing.assert_close(std, q @ k.transpose(-2, -1) / math.sqrt(cfg.head_dim),
-                               msg=lambda m: f"{m}\nS is not q·kᵀ/sqrt(D); cfg={cfg}")
+    s = q @ k.transpose(-2, -1) / math.sqrt(cfg.head_dim)
+    set_gates(attn, STD_ONLY)
+    assert_same_attention(attn.logits(x), s, f"S is not q·kᵀ/sqrt(D); cfg={cfg} seed={seed}")
+    set_gates(attn, REC_ONLY)
+    assert_same_attention(attn.logits(x), s.transpose(-2, -1),
+                          f"reciprocity logits are not Sᵀ; cfg={cfg} seed={seed} T={T}")
 
 
 @given(S.lens_gated_configs(discoverability=True), seeds, st.integers(1, 8))
 def test_discoverability_is_a_per_key_column_bias(cfg, seed, T):
     """The discoverability logits (w_disc = 1) are d[j] = k_j·u_h: one value per key, the same
-    for every query row (§8, seed 004 mechanism 2)."""
+    for every query row (§8, seed 004 mechanism 2); compared modulo a per-row constant."""
     attn = randomize(mc.LensGatedAttention(cfg), seed)
     x = inputs(cfg, seed + 1, T)
     set_gates(attn, DISC_ONLY)
-    disc = attn.logits(x)  # [B, H, T, T]
     _, k, _ = q_k_v(attn, x)
     d = torch.einsum("bhjd,hd->bhj", k, attn.u)  # [B, H, T]
-    assert torch.equal(disc, disc[:, :, :1, :].expand_as(disc)), (
-        f"discoverability term varies along the query axis: {disc[0, 0].tolist()}; cfg={cfg}"
-    )
-    torch.testing.assert_close(disc[:, :, 0, :], d,
-                               msg=lambda m: f"{m}\nd != K·u; cfg={cfg} seed={seed} T={T}")
+    assert_same_attention(attn.logits(x), d[:, :, None, :].expand(-1, -1, T, -1),
+                          f"d != K·u as a column bias; cfg={cfg} seed={seed} T={T}")
 
 
 @given(S.lens_gated_configs(), seeds, st.integers(1, 6))
 def test_logits_mix_the_three_terms_with_the_lens_weights(cfg, seed, T):
     """logits = w_std·S + w_rec·Sᵀ + w_disc·d with (w_std, w_rec, w_disc) = lens_weights()[h]
-    per head; a mechanism that is switched off contributes nothing (§8)."""
+    per head, modulo a per-row constant; a mechanism that is switched off contributes nothing
+    (§8)."""
     attn = randomize(mc.LensGatedAttention(cfg), seed, scale=1.0)
     x = inputs(cfg, seed + 1, T)
     q, k, _ = q_k_v(attn, x)
@@ -143,8 +151,7 @@ def test_logits_mix_the_three_terms_with_the_lens_weights(cfg, seed, T):
         want = want + w[:, :, 1] * s.transpose(-2, -1)
     if cfg.discoverability:
         want = want + w[:, :, 2] * torch.einsum("bhjd,hd->bhj", k, attn.u)[:, :, None, :]
-    torch.testing.assert_close(attn.logits(x), want, rtol=1e-5, atol=1e-5,
-                               msg=lambda m: f"{m}\ncfg={cfg} seed={seed} T={T}")
+    assert_same_attention(attn.logits(x), want, f"cfg={cfg} seed={seed} T={T}")
 
 
 @given(S.lens_gated_configs(), st.lists(st.floats(-30, 30), min_size=3, max_size=3))
@@ -409,3 +416,126 @@ def test_bad_inputs_raise_typed_errors():
     with pytest.raises(ValueError, match="route"):
         mc.apply_route_annealing(torch.nn.Sequential(mc.LensGatedBlock(
             mc.LensGatedConfig(n_embd=8, n_head=2, route_gate=False))), step=10)
+
+
+# --- switched-off mechanisms, fresh from construction, on every construction path ------------
+
+FRESH_CFG = dict(n_embd=12, n_head=3)
+SWITCHES = {  # ablation name -> (reciprocity, discoverability) it leaves on
+    "baseline": (False, False), "reciprocity": (True, False),
+    "discoverability": (False, True), "full": (True, True),
+}
+
+
+def construction_paths(ablation: str, **options):
+    """Every public way to build a lens-gated block with `ablation`'s switches (and `options`):
+    the config constructor, LensGatedConfig.ablation, the block factory, and a block of
+    lens_gated_tiny_gpt; all fresh, nothing set after construction."""
+    rec, disc = SWITCHES[ablation]
+    flags = dict(reciprocity=rec, discoverability=disc)
+    if ablation == "baseline":
+        flags["route_gate"] = False
+    tiny = mc.TinyGPTConfig(vocab_size=16, n_layer=2, n_head=FRESH_CFG["n_head"],
+                            n_embd=FRESH_CFG["n_embd"], mlp_ratio=4)
+    yield "LensGatedConfig", mc.LensGatedBlock(
+        mc.LensGatedConfig(**FRESH_CFG, **flags, **options))
+    yield "LensGatedConfig.ablation", mc.LensGatedBlock(
+        mc.LensGatedConfig.ablation(ablation, **FRESH_CFG, **options))
+    yield "lens_gated_block_factory", mc.lens_gated_block_factory(ablation, **options)(tiny, 0)
+    yield "lens_gated_tiny_gpt", mc.lens_gated_tiny_gpt(tiny, ablation, **options).blocks[1]
+
+
+def sharpen(block, seed):
+    """Scale up the projections (not gates, u or the route gate: they stay as constructed) so
+    attention is far from uniform and a wrong mixture shows; float64 throughout."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in block.named_parameters():
+            if name.endswith(("qkv.weight", "proj.weight", "fc_in.weight", "fc_out.weight")):
+                p.copy_(torch.randn(p.shape, generator=g, dtype=p.dtype) * 0.5)
+    return block.double()
+
+
+def reference_attention(attn, x, rec: bool, disc: bool):
+    """softmax(causal(w_std·S + [w_rec·Sᵀ] + [w_disc·d]))·v with the module's own qkv, proj, u
+    and lens weights; a mechanism that is off is absent (no term at all)."""
+    q, k, v = q_k_v(attn, x)
+    B, H, T, D = q.shape
+    s = (q @ k.transpose(-2, -1)) / math.sqrt(D)
+    if rec or disc:
+        w = attn.lens_weights().to(x.dtype)[None, :, :, None, None]
+        logits = w[:, :, 0] * s
+        if rec:
+            logits = logits + w[:, :, 1] * s.transpose(-2, -1)
+        if disc:
+            logits = logits + w[:, :, 2] * torch.einsum("bhjd,hd->bhj", k, attn.u)[:, :, None]
+    else:
+        logits = s
+    logits = logits.masked_fill(torch.ones(T, T, dtype=torch.bool).triu(1), -INF)
+    y = logits.softmax(dim=-1) @ v
+    return attn.proj(y.transpose(1, 2).reshape(B, T, H * D))
+
+
+@pytest.mark.parametrize("ablation", list(SWITCHES))
+def test_switched_off_mechanisms_are_absent_fresh_from_every_constructor(ablation):
+    """Fresh from construction (no gate set by hand), on every construction path, a mechanism
+    that is off takes lens weight exactly 0 and the attention is exactly the computation
+    without it; the "baseline" ablation's attention is plain causal softmax attention and its
+    block is the plain pre-LN block x + a + mlp(ln_2(x + a)) (§8: "a mechanism switched off
+    must leave exactly the plain block"). Float64, tolerance 1e-12 (the two sides round
+    differently, e.g. /sqrt(D) against ·(1/sqrt(D)))."""
+    rec, disc = SWITCHES[ablation]
+    x = torch.randn(2, 7, FRESH_CFG["n_embd"], generator=torch.Generator().manual_seed(3),
+                    dtype=torch.float64)
+    tol = dict(rtol=1e-12, atol=1e-12)
+    for path, block in construction_paths(ablation):
+        block = sharpen(block, seed=4)
+        w = block.attn.lens_weights()
+        off = torch.tensor([False, not rec, not disc])
+        assert bool((w[:, off] == 0).all()), (
+            f"{path}, {ablation}: switched-off mechanisms take lens weight {w.tolist()}")
+        torch.testing.assert_close(w.sum(dim=-1).double(), torch.ones(w.shape[0],
+                                   dtype=torch.float64), rtol=0, atol=1e-6)
+        h = block.ln_1(x)
+        a = block.attn(h)
+        torch.testing.assert_close(a, reference_attention(block.attn, h, rec, disc), **tol,
+                                   msg=lambda m, p=path: f"{m}\n{p}, {ablation}: attention")
+        if ablation == "baseline":
+            torch.testing.assert_close(a, plain_causal_attention(block.attn, h), **tol,
+                                       msg=lambda m, p=path: f"{m}\n{p}: not plain attention")
+            mlp = block.mlp.fc_out(F.gelu(block.mlp.fc_in(block.ln_2(x + a))))
+            torch.testing.assert_close(block(x), x + a + mlp, **tol,
+                                       msg=lambda m, p=path: f"{m}\n{p}: not the plain block")
+
+
+@pytest.mark.parametrize("path", ["LensGatedConfig", "LensGatedConfig.ablation",
+                                  "lens_gated_block_factory", "lens_gated_tiny_gpt"])
+def test_route_gate_and_context_off_fresh_from_every_constructor(path):
+    """route_gate=False and context="off", fresh on every construction path: the block is
+    x + a + m with the plain MLP m = fc_out(gelu(fc_in(ln_2(x + a)))) (no 0.69 share, no
+    context projection), whatever the lens mechanisms (§8)."""
+    block = dict(construction_paths("full", route_gate=False, context="off"))[path]
+    block = sharpen(block, seed=6)
+    assert block.route_raw is None, f"{path}: route_raw exists with route_gate=False"
+    x = torch.randn(2, 5, FRESH_CFG["n_embd"], generator=torch.Generator().manual_seed(7),
+                    dtype=torch.float64)
+    a = block.attn(block.ln_1(x))
+    mlp = block.mlp.fc_out(F.gelu(block.mlp.fc_in(block.ln_2(x + a))))
+    torch.testing.assert_close(block(x), x + a + mlp, rtol=1e-12, atol=1e-12,
+                               msg=lambda m: f"{m}\n{path}: not x + a + plain mlp")
+
+
+def test_annealing_leaves_blocks_without_a_route_gate_alone():
+    """apply_route_annealing moves only route-gated blocks: a block built without a route gate
+    in the same model computes bit for bit what it did before, and stays the plain block
+    (§8; a schedule that also scaled ungated blocks passed every per-block spec)."""
+    gated = mc.LensGatedBlock(mc.LensGatedConfig(**FRESH_CFG))
+    plain = mc.LensGatedBlock(mc.LensGatedConfig.ablation("baseline", **FRESH_CFG))
+    model = torch.nn.Sequential(gated, plain)
+    x = torch.randn(2, 5, FRESH_CFG["n_embd"], generator=torch.Generator().manual_seed(8))
+    before_plain, before_gated = plain(x), gated(x)
+    mc.apply_route_annealing(model, step=9_000)
+    assert torch.equal(plain(x), before_plain), "annealing changed a block without route gate"
+    assert not torch.equal(gated(x), before_gated), "annealing did not move the gated block"
+    a = plain.attn(plain.ln_1(x))
+    torch.testing.assert_close(plain(x), x + a + plain.mlp(plain.ln_2(x + a)))
