@@ -320,8 +320,10 @@ def test_baseline_lens_gated_tiny_gpt_is_the_standard_tiny_gpt():
     assert all(isinstance(b, mc.LensGatedBlock) for b in lens.blocks), list(lens.blocks)
     lens.load_state_dict(std.state_dict(), strict=True)
     tokens, positions = tiny_inputs(1)
-    torch.testing.assert_close(lens(tokens, positions).logits, std(tokens, positions).logits,
-                               rtol=1e-5, atol=1e-5)
+    for offset in (0, 2**24 + 0.5, 2**31 - 2**10):  # positions far beyond float32's integers
+        pos = positions.double() + offset
+        torch.testing.assert_close(lens(tokens, pos).logits, std(tokens, pos).logits,
+                                   rtol=1e-5, atol=1e-5, msg=lambda m, o=offset: f"{m}\n+{o}")
 
 
 def test_lens_gated_tiny_gpt_with_standard_gate_alone_matches_tiny_gpt():
@@ -339,6 +341,29 @@ def test_lens_gated_tiny_gpt_with_standard_gate_alone_matches_tiny_gpt():
     tokens, positions = tiny_inputs(2)
     torch.testing.assert_close(lens(tokens, positions).logits, std(tokens, positions).logits,
                                rtol=1e-5, atol=1e-5)
+
+
+@given(seeds, S.position_shifts(), st.booleans())
+def test_lens_gated_tiny_gpt_logits_depend_only_on_position_differences(seed, shift, fractional):
+    """In a lens-gated TinyGPT with reciprocity, the route gate and the context path on, adding
+    one constant (up to 2**31) to every RoPE position (int64, or float64 with fractional
+    parts) moves no logit by more than 1e-4 (§8: RoPE is relative, and Sᵀ[i, j] = q_j·k_i is
+    still a function of the difference of the two positions). Discoverability is off: its
+    column bias d[j] = k_j·u reads the rotated key, so it depends on absolute positions by
+    construction (a shift of 1 moves logits by ~0.4; see contract §8)."""
+    cfg = mc.TinyGPTConfig(**TINY)
+    model = randomize(mc.lens_gated_tiny_gpt(cfg, "reciprocity", context="low_rank",
+                                             context_rank=2, context_alpha=0.5), 1, scale=0.5)
+    tokens, _ = tiny_inputs(seed)
+    g = torch.Generator().manual_seed(seed + 1)
+    positions = torch.randint(1, 40, tokens.shape, generator=g).cumsum(1)
+    if fractional:
+        positions = positions.double() + 0.5
+    with torch.no_grad():
+        base = model(tokens, positions).logits
+        moved = model(tokens, S.shifted(positions, shift)).logits
+    err = (moved - base).abs().max().item()
+    assert err <= 1e-4, f"shift={shift} moved logits by {err} (limit 1e-4); seed={seed}"
 
 
 @given(seeds, st.integers(0, 7), st.sampled_from(["low_rank", "full_rank"]))
