@@ -86,6 +86,19 @@ def test_plain_expansion_needs_exactly_k_minus_one_free_slots():
     assert len(out) == 11, len(out)
 
 
+@pytest.mark.parametrize("budget,n", [(10, 8), (11, 11), (13, 11), (14, 14), (16, 14),
+                                      (17, 17)])
+def test_baseline_expands_exactly_while_k_minus_one_more_slots_fit(budget, n):
+    """build_working_context expands newest-first while an expansion (K - 1 = 3 more slots)
+    fits: at T = 68 the coarsest tiling has 8 entries, so budgets 11, 14, 17 are filled
+    exactly and one slot less leaves the previous size (§4 "expand newest-first while the
+    budget allows")."""
+    cfg = mc.MCConfig(**{**K4, "budget": budget})
+    wc = mc.build_working_context(68, cfg)
+    wc.validate(cfg, 68)
+    assert len(wc) == n, f"budget={budget}: N = {len(wc)}, expected {n}: {S.entries_of(wc)}"
+
+
 # --- max_actions: exactly max_actions, never one more (§5 step 3-4) --------------------------
 
 
