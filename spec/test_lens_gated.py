@@ -235,7 +235,8 @@ def test_without_route_gate_the_block_is_a_standard_pre_ln_block(cfg, seed, T):
 def test_mlp_context_path_blends_into_the_hidden_layer(context, alpha):
     """GatedMLP(x, c) = fc_out(gelu((1 - α)·fc_in(x) + α·ctx(c))) with ctx = ctx_up∘ctx_down
     (low rank E -> R -> mult·E) or ctx_proj (full rank); with the context off it is the plain
-    MLP fc_out(gelu(fc_in(x))) (seed 004 mechanism 5)."""
+    MLP fc_out(gelu(fc_in(x))) (seed 004 mechanism 5). The blend sits before the activation:
+    contract §8 states this choice (a post-activation blend is a different function)."""
     cfg = mc.LensGatedConfig(n_embd=8, n_head=2, context=context, context_rank=3,
                              context_alpha=alpha)
     mlp = randomize(mc.GatedMLP(cfg), seed=3)
