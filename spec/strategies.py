@@ -455,7 +455,8 @@ def focus_cases(draw, case_strategy=None, grow: bool = True):
     """(cfg, T, wc, scores): a valid WC (roomy_cases twice as often as cases), often with
     every entry old enough to act on, with probability 1/2 grown past its budget by
     `append_tokens` (forced collapses, cascades and eviction), and scores of every kind."""
-    cfg, T, wc = draw(case_strategy or st.one_of(roomy_cases(), roomy_cases(), cases()))
+    cfg, T, wc = draw(case_strategy if case_strategy is not None
+                    else st.one_of(roomy_cases(), roomy_cases(), cases()))
     if draw(st.booleans()):
         wc = mc.WorkingContext(wc.lods, wc.starts, wc.residency + cfg.min_residency)
     if grow and draw(st.booleans()):
