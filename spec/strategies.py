@@ -394,8 +394,23 @@ def lens_batches(draw, d_in: int, max_batch: int = 3, max_entries: int = 20):
 
 
 def position_shifts() -> st.SearchStrategy[float]:
-    """A constant added to every RoPE position: integer or fractional, small to ~1e6."""
-    return st.one_of(st.integers(-1000, 10**6), st.sampled_from([0.5, 16.5, 12345.25, 999_999.5]))
+    """A constant added to every RoPE position: integer or fractional, small, to ~1e6, and up
+    to 2**31 (beyond 2**24 float32 no longer holds every integer: angles must be computed in
+    a wider type). Add it to int64 or float64 positions: a float32 tensor cannot hold them."""
+    return st.one_of(
+        st.integers(-1000, 10**6),
+        st.integers(2**24, 2**31 - 2**10),
+        st.sampled_from([0.5, 16.5, 12345.25, 999_999.5, 2**24 + 0.5, 2**30 + 0.25,
+                         2**31 - 2**10 + 0.5]),
+    )
+
+
+def shifted(positions: torch.Tensor, shift) -> torch.Tensor:
+    """positions + shift without float32 rounding: int64 stays int64 for an integer shift,
+    anything else is added in float64 (int64 + a Python float would give float32)."""
+    if isinstance(shift, int) and not positions.is_floating_point():
+        return positions + shift
+    return positions.double() + shift
 
 
 # --- focus allocator (contract §5) -------------------------------------------------------------
@@ -440,7 +455,8 @@ def focus_cases(draw, case_strategy=None, grow: bool = True):
     """(cfg, T, wc, scores): a valid WC (roomy_cases twice as often as cases), often with
     every entry old enough to act on, with probability 1/2 grown past its budget by
     `append_tokens` (forced collapses, cascades and eviction), and scores of every kind."""
-    cfg, T, wc = draw(case_strategy or st.one_of(roomy_cases(), roomy_cases(), cases()))
+    cfg, T, wc = draw(case_strategy if case_strategy is not None
+                    else st.one_of(roomy_cases(), roomy_cases(), cases()))
     if draw(st.booleans()):
         wc = mc.WorkingContext(wc.lods, wc.starts, wc.residency + cfg.min_residency)
     if grow and draw(st.booleans()):

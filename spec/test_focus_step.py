@@ -216,6 +216,28 @@ def test_adversarial_scores_do_not_thrash(case, steps, pattern):
         wc = out
 
 
+@given(S.focus_cases() | S.focus_cases(S.cases_with_room()) | S.voluntary_collapse_cases())
+def test_hysteresis_boundary_on_both_sides(case):
+    """Hysteresis on both sides of its boundary (§3): with every entry exactly min_residency
+    steps old, focus_step acts as if every entry were old (same actions as with residency
+    min_residency + 7); with every entry one step younger, only forced actions happen.
+    (Checking only that young entries are left alone passed a `>` for `>=`.)"""
+    cfg, T, wc, scores = case
+    at = S.make_wc(S.entries_of(wc), [cfg.min_residency] * len(wc))
+    old = S.make_wc(S.entries_of(wc), [cfg.min_residency + 7] * len(wc))
+    _, at_actions = mc.focus_step(at, scores, T, cfg)
+    _, old_actions = mc.focus_step(old, scores, T, cfg)
+    desc = f"{S.describe(cfg, T, wc)} scores={scores.tolist()}"
+    assert at_actions == old_actions, (
+        f"residency == min_residency={cfg.min_residency}: {at_actions}; older: {old_actions}; "
+        f"{desc}")
+    if cfg.min_residency > 0:
+        young = S.make_wc(S.entries_of(wc), [cfg.min_residency - 1] * len(wc))
+        _, records = S.replay_focus(cfg, T, young, mc.focus_step(young, scores, T, cfg)[1])[1:]
+        free = [r for r in records if not r["forced"]]
+        assert not free, f"acted on entries at residency {cfg.min_residency - 1}: {free}; {desc}"
+
+
 def quiet_steps(wc, T, cfg):
     """Run min_residency all-zero steps so entries created by the last action may act."""
     for _ in range(cfg.min_residency):

@@ -347,6 +347,26 @@ def test_masked_positions_never_affect_value_or_gradient(pair, how, direction):
 
 
 @pytest.mark.parametrize("how", HOWS)
+@pytest.mark.parametrize("garbage", [float("nan"), float("inf"), -float("inf"), 1e30])
+def test_aggregate_never_reads_masked_values(how, garbage):
+    """aggregate_kl over a mask: garbage (NaN, ±inf, 1e30) at masked-out positions leaves the
+    aggregate bitwise unchanged, and their gradient is exactly 0 with every gradient finite
+    (§7; a masked mean written as sum(kl·mask)/sum(mask) turns 0·NaN into NaN)."""
+    g = torch.Generator().manual_seed(5)
+    kl = torch.rand(3, 7, generator=g)
+    mask = torch.rand(3, 7, generator=g) < 0.6
+    mask[0, 0] = mask[1, 3] = False
+    dirty = torch.where(mask, kl, torch.full_like(kl, garbage)).requires_grad_()
+    clean = kl.clone().requires_grad_()
+    a_clean, a_dirty = mc.aggregate_kl(clean, how, mask), mc.aggregate_kl(dirty, how, mask)
+    assert torch.equal(a_dirty, a_clean), f"{how}: {a_dirty} != {a_clean} with {garbage}"
+    (g_dirty,), (g_clean,) = grads_of(a_dirty, dirty), grads_of(a_clean, clean)
+    assert all_finite(g_dirty) and bool((g_dirty[~mask] == 0).all()), (
+        f"{how}: gradient {g_dirty} with {garbage} where masked")
+    assert torch.equal(g_dirty, g_clean), f"{how}: gradient moved with {garbage}"
+
+
+@pytest.mark.parametrize("how", HOWS)
 @pytest.mark.parametrize("direction", ["fwd", "rev"])
 def test_barrier_is_a_hinge_at_tau(how, direction):
     """kl_barrier = weight·relu(agg − tau): exactly 0 with zero gradient when agg < tau, and

@@ -190,6 +190,24 @@ def test_masked_out_entries_get_exactly_zero_gradient(case):
             f"term={term} grad={g.tolist()}\n" + describe_loss(cfg, T, wc, scores, targets, mask))
 
 
+@given(S.loss_cases(), st.sampled_from([NAN, math.inf, -math.inf, 1e30]))
+def test_masked_out_targets_never_reach_any_term_or_gradient(case, garbage):
+    """Whatever a masked-out entry's target holds (NaN, ±inf, 1e30), every term and every
+    gradient is bitwise what it is with that target at 0: masked values reach no output and no
+    gradient, through any term (§6)."""
+    cfg, T, wc, scores, targets, mask = case
+    clean_t = torch.where(mask, targets, torch.zeros_like(targets))
+    dirty_t = torch.where(mask, targets, torch.full_like(targets, garbage))
+    for term in ("total", *TERMS):
+        out_clean, g_clean = loss_and_grad(scores, clean_t, mask, wc, cfg, None, term)
+        out_dirty, g_dirty = loss_and_grad(scores, dirty_t, mask, wc, cfg, None, term)
+        v_clean, v_dirty = getattr(out_clean, term), getattr(out_dirty, term)
+        where = f"term={term} garbage={garbage}\n" + describe_loss(cfg, T, wc, scores, clean_t,
+                                                                     mask)
+        assert torch.equal(v_dirty, v_clean), f"value {v_dirty} != {v_clean}; {where}"
+        assert torch.equal(g_dirty, g_clean), f"grad {g_dirty} != {g_clean}; {where}"
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_empty_mask_gives_exactly_zero_finite_differentiable_loss(dtype):
     """An empty mask (here from all-NaN utilities) gives total and every term exactly 0, a

@@ -209,6 +209,55 @@ def test_padding_never_influences_real_entries(batch, garbage):
                                msg=lambda m: f"padding={garbage} lengths={lengths}: {m}")
 
 
+@pytest.mark.parametrize("garbage", [float("nan"), float("inf"), -float("inf"), 1e30])
+@pytest.mark.parametrize("where", ["x", "features", "tail"])
+def test_padding_never_reaches_any_gradient(garbage, where):
+    """Whatever a padded entry (or a tail gist masked out by tail_mask) holds, every parameter's
+    gradient and the real entries' input gradients are those of clean padding, all finite, and
+    the padded inputs get exactly zero gradient (§8: padded entries never influence real ones,
+    "whatever their values"; a NaN in one padded row must not turn in_proj.weight.grad to NaN).
+    """
+    x, f, _ = snapshot()
+    n = len(x)
+    g = torch.Generator().manual_seed(11)
+    xs = torch.stack([x, torch.randn(x.shape, generator=g)])  # [2, N, d_in]
+    fs = torch.stack([f, f])
+    mask = torch.ones(2, n, dtype=torch.bool)
+    mask[0, n - 3:] = False  # sample 0: its last 3 entries are padding
+    tail = torch.randn(2, 3, D_IN, generator=g)
+    tail_mask = torch.tensor([[True, False, True], [True, True, True]])
+    weight = torch.randn(2, n, generator=g)
+
+    def grads(x_in, f_in, t_in):
+        net = make_net(seed=5)
+        x_in, f_in, t_in = (v.clone().requires_grad_(True) for v in (x_in, f_in, t_in))
+        scores = net(x_in, f_in, mask=mask, tail=t_in, tail_mask=tail_mask)
+        (scores * weight).sum().backward()
+        named = {name: p.grad for name, p in net.named_parameters()}
+        return scores.detach(), named, (x_in.grad, f_in.grad, t_in.grad)
+
+    clean = grads(xs, fs, tail)
+    xd, fd, td = xs.clone(), fs.clone(), tail.clone()
+    if where == "x":
+        xd[~mask] = garbage
+    elif where == "features":
+        fd[~mask] = garbage
+    else:
+        td[~tail_mask] = garbage
+    dirty = grads(xd, fd, td)
+    torch.testing.assert_close(dirty[0], clean[0], **BATCH_TOL)
+    bad = [name for name, gr in dirty[1].items() if gr is None or not torch.isfinite(gr).all()]
+    assert not bad, f"{garbage} in padded {where}: non-finite gradient in {bad}"
+    for name, gr in dirty[1].items():
+        torch.testing.assert_close(gr, clean[1][name], rtol=1e-5, atol=1e-6, msg=lambda m, n=name: (
+            f"{garbage} in padded {where} moved {n}.grad: {m}"))
+    gx, gf, gt = dirty[2]
+    for label, gr, keep in (("x", gx, mask), ("features", gf, mask), ("tail", gt, tail_mask)):
+        assert bool(torch.isfinite(gr).all()), f"{garbage} in padded {where}: {label}.grad {gr}"
+        assert bool((gr[~keep] == 0).all()), (
+            f"padded {label} got gradient {gr[~keep].abs().max().item()} ({garbage} in {where})")
+
+
 @given(S.lens_batches(D_IN, max_batch=1), st.data())
 def test_permuting_entries_permutes_scores(batch, data):
     """Permutation equivariance: permuting entries together with their features permutes the

@@ -190,6 +190,14 @@ class LensNet(nn.Module):
         """
         x, features, mask, tail, tail_mask, unbatched = self._check(x, features, mask, tail,
                                                                      tail_mask)
+        # Padded entries and masked tail gists are zeroed here, at the entrance: masking only
+        # later would keep the outputs clean but not the gradients (a NaN in a padded x row
+        # times its zero output gradient is NaN in every element of in_proj.weight.grad).
+        if mask is not None:
+            x = x.masked_fill(~mask[:, :, None], 0.0)
+            features = features.masked_fill(~mask[:, :, None], 0.0)
+        if tail_mask is not None:
+            tail = tail.masked_fill(~tail_mask[:, :, None], 0.0)
         W = self.derived()
         P = W["slot_side"]
         dt, st = self.dtype, P["latents"].dtype  # model dtype; slot-side dtype (float32 at least)
