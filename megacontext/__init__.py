@@ -36,6 +36,23 @@ from .models.lens_gated import (
 from .models.lensnet import LensNet, LensNetConfig, lens_features, tail_gists
 from .models.tiny_gpt import LoRALinear, TinyGPT, TinyGPTConfig, TinyGPTOutput, lora_parameters
 from .models.tree import MegaContextTree, mean_gist
+from .runtime.labels import (
+    BestVariantLabels,
+    Candidate,
+    SnapshotLabels,
+    best_variant_labels,
+    candidate_actions,
+    label_snapshot,
+)
+from .runtime.session import (
+    POLICIES,
+    MegaContextSession,
+    RefocusRecord,
+    full_context_nll,
+    policy_nll,
+)
+from .runtime.tables import SCHEMA_VERSION as LABEL_SCHEMA_VERSION
+from .runtime.tables import StoredSnapshot, read_labels, write_snapshot_labels
 from .supervision.kl import aggregate_kl, kl_barrier, kl_per_position, substitutability_loss
 from .supervision.lens_loss import LensLoss, LensLossWeights, lens_loss
 from .supervision.lens_targets import (
@@ -53,6 +70,21 @@ from .supervision.telemetry import (
 )
 
 __all__ = [
+    "BestVariantLabels",
+    "Candidate",
+    "MegaContextSession",
+    "POLICIES",
+    "RefocusRecord",
+    "SnapshotLabels",
+    "best_variant_labels",
+    "candidate_actions",
+    "full_context_nll",
+    "label_snapshot",
+    "LABEL_SCHEMA_VERSION",
+    "StoredSnapshot",
+    "read_labels",
+    "write_snapshot_labels",
+    "policy_nll",
     "Action",
     "block_scores",
     "focus_step",

@@ -1,0 +1,1 @@
+"""The runtime loop (contract §11), counterfactual labels (§12) and telemetry (§14)."""
