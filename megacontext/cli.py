@@ -15,6 +15,8 @@ from importlib import metadata
 # name -> (module providing add_arguments/run, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("megacontext.demo", "run a synthetic MegaContext session and print LOD maps"),
+    "train": ("megacontext.train", "alternating GistNet / LensNet / LoRA training (warm start, "
+              "B1-B2-B3 cycles)"),
 }
 
 SEED_MAX = 2**63 - 1
