@@ -525,7 +525,7 @@ def run_phase(cfg: TrainConfig, models: Models, phase: Phase, windows: Windows,
             loss.backward()
             gnorm = float(torch.nn.utils.clip_grad_norm_(params, pc.grad_clip))
             opt.step()
-            m = {"loss": float(loss), "grad_norm": gnorm, **m}
+            m = {"loss": float(loss.detach()), "grad_norm": gnorm, **m}
         elapsed = time.perf_counter() - t0
         row = {"phase": phase.label, "module": phase.module, "step": step, "lr": lr,
                "tokens_per_s": tokens / elapsed if elapsed > 0 else 0.0, **m}
@@ -685,6 +685,11 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike | None = None,
         if stop_after is not None and phase.index >= stop_after:
             break
         res = run_phase(cfg, models, phase, train_w, log, progress)
+        if cfg.eval_windows:
+            ev = evaluate(cfg, models, val_w, cfg.eval_windows)
+            res.metrics.update({f"eval/{k}": v for k, v in ev.items()})
+            log({"phase": phase.label, "module": phase.module, "step": res.steps,
+                 **{f"eval/{k}": v for k, v in ev.items()}})
         if run_dir is not None:
             res.checkpoint = save_phase_checkpoint(
                 run_dir / "checkpoints" / phase.label,

@@ -284,6 +284,11 @@ def _value(key: str, typ, v, default):
     return v
 
 
+def train_config_from_dict(data: dict) -> TrainConfig:
+    """A TrainConfig from nested dicts (the parsed TOML); ConfigError naming the dotted key."""
+    return config_from_dict(TrainConfig, data)
+
+
 def config_to_dict(cfg) -> dict:
     """Nested plain dict of a config dataclass (the resolved config)."""
     out = {}

@@ -1,0 +1,50 @@
+"""Internals of the training cycle: gist-version stamping, the LR schedule, the phase plan."""
+
+import math
+
+import pytest
+import torch
+
+from megacontext.training import cycle
+from megacontext.training.train_config import train_config_from_dict
+from spec.test_training import TINY
+
+
+@pytest.fixture(scope="module")
+def setup():
+    cfg = train_config_from_dict(TINY)
+    train_w, _ = cycle.split_windows("synthetic", cfg.seed, 8192, 0.05, cfg.history + cfg.horizon)
+    return cfg, cycle.build_models(cfg, train_w), train_w
+
+
+def test_a_tree_from_another_gistnet_version_is_a_stale_gist_error(setup):
+    cfg, models, windows = setup
+    g = torch.Generator().manual_seed(0)
+    snap = cycle.take_snapshot(cfg, models, windows.sample(g), "recency", 0)
+    assert cycle.substitutability(cfg, models, snap, g) is not None
+    with torch.no_grad():
+        p = next(models.gistnet.parameters())
+        p.add_(1e-3)
+    try:
+        with pytest.raises(cycle.StaleGistError, match="re-gist"):
+            cycle.substitutability(cfg, models, snap, g)
+        pool = cycle.LabelPool([], snap.gist_version, {})
+        with pytest.raises(cycle.StaleGistError, match="label pool"):
+            cycle.lens_batch_loss(cfg, models, pool, g, 1)
+    finally:
+        with torch.no_grad():
+            p.sub_(1e-3)
+
+
+def test_lr_warms_up_linearly_then_follows_a_cosine_to_min_lr():
+    lrs = [cycle.lr_at(s, 10, 1.0, 0.1, 2) for s in range(10)]
+    assert lrs[0] == 0.5 and lrs[1] == 1.0, lrs
+    assert math.isclose(lrs[2], 1.0) and math.isclose(lrs[-1], 0.1), lrs
+    assert all(a >= b for a, b in zip(lrs[1:], lrs[2:], strict=False)), lrs
+
+
+def test_phase_plan_skips_zero_step_phases_and_labels_cycles():
+    data = dict(TINY, cycles=2, phases={"warm_lens": {"steps": 0}})
+    plan = cycle.phase_plan(train_config_from_dict(data))
+    assert [p.label for p in plan] == ["00-warm_gist", "01-b1-c1", "02-b2-c1", "03-b3-c1",
+                                       "04-b1-c2", "05-b2-c2", "06-b3-c2"]
