@@ -14,12 +14,12 @@ from spec.implementation import mc
 TINY = {
     "seed": 3, "history": 64, "horizon": 4, "cycles": 1, "threads": 1,
     "mc": {"block_size": 4, "max_lod": 2, "budget": 16, "recent_tokens": 8, "max_actions": 4},
-    "base": {"checkpoint": "", "n_layer": 1, "n_head": 2, "n_embd": 16, "pretrain_steps": 8,
-             "pretrain_context": 32, "pretrain_batch": 4},
+    "base": {"checkpoint": "", "n_layer": 1, "n_head": 2, "n_embd": 16, "pretrain_steps": 150,
+             "pretrain_context": 32, "pretrain_batch": 8, "pretrain_lr": 1e-2},
     "data": {"source": "synthetic", "synthetic_bytes": 8192},
     "gistnet": {"n_heads": 2}, "lensnet": {"width": 16, "n_heads": 2, "n_latents": 2},
     "lora": {"rank": 4, "n_blocks": 1},
-    "loss": {"spans_per_snapshot": 2, "max_candidates": 8},
+    "loss": {"spans_per_snapshot": 2, "max_candidates": 8, "price": 0.002},
     "phases": {k: {"steps": 2, "batch": 1, "snapshots": 2, "warmup": 1, "lr": 3e-3}
                for k in ("warm_gist", "warm_lens", "b1", "b2", "b3")},
 }

@@ -174,6 +174,11 @@ def pretrain_base(base: TinyGPT, cfg: TrainConfig, windows: Windows) -> None:
         opt.step()
 
 
+# Pretrained tiny bases, keyed by everything that determines them (a pure cache: the golden
+# runs of contract §15 share one base instead of pretraining it once per feature).
+_BASE_CACHE: dict[str, dict[str, torch.Tensor]] = {}
+
+
 def build_models(cfg: TrainConfig, train_windows: Windows) -> Models:
     torch.manual_seed(cfg.seed)
     if cfg.base.checkpoint:
@@ -184,7 +189,12 @@ def build_models(cfg: TrainConfig, train_windows: Windows) -> Models:
         if cfg.base.pretrain_steps and cfg.base.pretrain_context + 1 > train_windows.length:
             raise ConfigError(f"base.pretrain_context = {cfg.base.pretrain_context} must be < "
                               f"history + horizon = {train_windows.length}")
-        pretrain_base(base, cfg, train_windows)
+        key = json.dumps([config_to_dict(cfg.base), config_to_dict(cfg.data), cfg.seed,
+                          cfg.history + cfg.horizon, torch.get_num_threads()])
+        if key not in _BASE_CACHE:
+            pretrain_base(base, cfg, train_windows)
+            _BASE_CACHE[key] = {k: v.clone() for k, v in base.state_dict().items()}
+        base.load_state_dict(_BASE_CACHE[key])
     torch.manual_seed(cfg.seed + 1)
     add_lora(base, cfg)
     E = base.cfg.n_embd
@@ -388,7 +398,7 @@ def lens_batch_loss(cfg: TrainConfig, models: Models, pool: LabelPool, g: torch.
         total = total + it.weight * out.total
         wsum += it.weight
         for k in terms:
-            terms[k] += it.weight * float(getattr(out, k))
+            terms[k] += it.weight * float(getattr(out, k).detach())
         ss.append(s.detach()[it.mask])
         ts.append(it.targets[it.mask])
     m = {f"lens_{k}": v / wsum for k, v in terms.items()}
@@ -562,14 +572,19 @@ def _bar(total: int, desc: str, progress: bool):
 
 
 @torch.no_grad()
-def probe_maps(cfg: TrainConfig, models: Models, windows: Windows, n: int = 2,
-               seed: int = 1234) -> list[str]:
-    """LOD maps (contract §9) the lens policy ends with on `n` fixed validation windows."""
+def probe_maps(cfg: TrainConfig, models: Models, n: int = 2, seed: int = 1234,
+               windows: Windows | None = None) -> list[tuple[str, float]]:
+    """(LOD map (contract §9), loss@H in nats/token) the lens policy ends with on `n` fixed
+    validation windows (drawn with `seed`; default: cfg's validation text). The golden
+    gating snapshots of contract §15 are these."""
+    if windows is None:
+        _, windows = split_windows(cfg.data.source, cfg.seed, cfg.data.synthetic_bytes,
+                                   cfg.data.val_fraction, cfg.history + cfg.horizon)
     g = torch.Generator().manual_seed(seed)
     out = []
     for _ in range(n):
         snap = take_snapshot(cfg, models, windows.sample(g), "lens", 0)
-        out.append(render_lod_map(snap.wc, snap.T, cfg.mc))
+        out.append((render_lod_map(snap.wc, snap.T, cfg.mc), snap.session.nll(snap.future)))
     return out
 
 
