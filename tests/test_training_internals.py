@@ -1,5 +1,6 @@
 """Internals of the training cycle: gist-version stamping, the LR schedule, the phase plan."""
 
+import json
 import math
 
 import pytest
@@ -48,3 +49,22 @@ def test_phase_plan_skips_zero_step_phases_and_labels_cycles():
     plan = cycle.phase_plan(train_config_from_dict(data))
     assert [p.label for p in plan] == ["00-warm_gist", "01-b1-c1", "02-b2-c1", "03-b3-c1",
                                        "04-b1-c2", "05-b2-c2", "06-b3-c2"]
+
+
+def _lens_only(**extra):
+    from spec.test_training_golden import FEATURES
+    data = {k: (dict(v) if isinstance(v, dict) else v) for k, v in TINY.items()}
+    data.update(FEATURES["target_mode_utilities"])
+    data.update(extra)
+    return train_config_from_dict(data)
+
+
+def test_polarity_alarm_warns_loudly_and_can_stop_the_run(tmp_path):
+    # this tiny lens run's Spearman is negative at some step (its golden line shows -0.43)
+    with pytest.warns(UserWarning, match="POLARITY ALARM"):
+        cycle.train(_lens_only(polarity_window=1), tmp_path / "warn")
+    rows = [json.loads(x) for x in (tmp_path / "warn" / "metrics.jsonl").read_text().splitlines()]
+    alarms = [r for r in rows if r.get("alarm") == "polarity"]
+    assert alarms and all(r["spearman"] < 0 for r in alarms), rows
+    with pytest.raises(cycle.PolarityAlarm, match="stop_on_polarity"):
+        cycle.train(_lens_only(polarity_window=1, stop_on_polarity=True), tmp_path / "stop")

@@ -36,6 +36,7 @@ import json
 import math
 import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,7 +47,7 @@ from torch.nn.utils.rnn import pad_sequence
 
 from ..controller.config import MCConfig
 from ..controller.lod_map import render_lod_map
-from ..errors import ConfigError, InputError
+from ..errors import ConfigError, InputError, MegaContextError
 from ..models.gistnet import GistNet, GistNetConfig
 from ..models.lensnet import LensNet, LensNetConfig, lens_features, tail_gists
 from ..models.tiny_gpt import LoRALinear, TinyGPT, TinyGPTConfig
@@ -79,6 +80,11 @@ MODULES = ("gistnet", "lensnet", "lora")
 
 class StaleGistError(InputError):
     """A tree or label pool built by another GistNet version than the current one."""
+
+
+class PolarityAlarm(MegaContextError):
+    """The score/target Spearman correlation stayed negative over the alarm window (seed 000's
+    flipped-polarity failure) and the config asked the run to stop."""
 
 
 # --- models -------------------------------------------------------------------------------
@@ -524,6 +530,7 @@ def run_phase(cfg: TrainConfig, models: Models, phase: Phase, windows: Windows,
     opt = torch.optim.AdamW(params, lr=pc.lr, betas=(0.9, 0.95), weight_decay=pc.weight_decay)
     bar = _bar(pc.steps, phase.label, progress)
     t0, tokens, last = time.perf_counter(), 0, {}
+    recent: list[float] = []  # Spearman of the last polarity_window lens steps
     for step in range(pc.steps):
         lr = lr_at(step, pc.steps, pc.lr, pc.min_lr, pc.warmup)
         for group in opt.param_groups:
@@ -539,7 +546,22 @@ def run_phase(cfg: TrainConfig, models: Models, phase: Phase, windows: Windows,
         elapsed = time.perf_counter() - t0
         row = {"phase": phase.label, "module": phase.module, "step": step, "lr": lr,
                "tokens_per_s": tokens / elapsed if elapsed > 0 else 0.0, **m}
-        log(row)
+        if "spearman" in m and math.isfinite(m["spearman"]):
+            recent = (recent + [m["spearman"]])[-cfg.polarity_window:]
+            if len(recent) == cfg.polarity_window and sum(recent) / len(recent) < 0:
+                msg = (f"POLARITY ALARM in {phase.label} step {step}: mean score/target "
+                       f"Spearman over the last {len(recent)} steps is "
+                       f"{sum(recent) / len(recent):+.3f} < 0 (LensNet scores anti-correlate "
+                       f"with their targets: flipped utility polarity?)")
+                row["alarm"] = "polarity"
+                log(row)
+                warnings.warn(msg, stacklevel=2)
+                if cfg.stop_on_polarity:
+                    bar.close()
+                    raise PolarityAlarm(msg + "; stop_on_polarity = true stopped the run")
+                recent = []
+        if "alarm" not in row:
+            log(row)
         last = m
         bar.set_postfix({k: f"{v:.4g}" for k, v in m.items() if k in (
             "loss", "kl", "task_nll", "spearman")} | {"tok/s": f"{row['tokens_per_s']:.0f}"})
@@ -693,7 +715,7 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike | None = None,
         for name in MODULES:
             models.load_state(name, tensors[name])
     result = TrainResult(cfg, models, [], run_dir)
-    log = _logger(run_dir)
+    log = _logger(run_dir, cfg.wandb, cfg)
     if run_dir is not None:
         save_train_config(cfg, run_dir / "config.toml")
     for phase in plan[start:]:
@@ -714,13 +736,31 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike | None = None,
     return result
 
 
-def _logger(run_dir: Path | None):
-    if run_dir is None:
+def _logger(run_dir: Path | None, use_wandb: bool = False, cfg: TrainConfig | None = None):
+    """JSONL rows to <run_dir>/metrics.jsonl (contract §14), and to W&B (offline unless
+    WANDB_MODE says otherwise) when `use_wandb` and the package is installed."""
+    wb = None
+    if use_wandb:
+        try:
+            import wandb
+        except ImportError:
+            warnings.warn("wandb = true but wandb is not installed (pip install "
+                          "'megacontext[wandb]'): logging to JSONL only", stacklevel=2)
+        else:
+            os.environ.setdefault("WANDB_MODE", "offline")
+            wb = wandb.init(project="megacontext", dir=str(run_dir) if run_dir else None,
+                            config=config_to_dict(cfg) if cfg else None)
+    if run_dir is None and wb is None:
         return lambda row: None
-    run_dir.mkdir(parents=True, exist_ok=True)
-    path = run_dir / "metrics.jsonl"
+    path = None
+    if run_dir is not None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        path = run_dir / "metrics.jsonl"
 
     def log(row: dict) -> None:
-        with open(path, "a") as f:
-            f.write(json.dumps(row, allow_nan=True) + "\n")
+        if path is not None:
+            with open(path, "a") as f:
+                f.write(json.dumps(row, allow_nan=True) + "\n")
+        if wb is not None:
+            wb.log({k: v for k, v in row.items() if isinstance(v, int | float)})
     return log

@@ -210,8 +210,11 @@ class TrainConfig:
     history: int = 4096
     horizon: int = 64
     cycles: int = 2
-    threads: int = 2
+    threads: int = 1
     eval_windows: int = 0  # validation windows scored per policy after every phase (0: off)
+    polarity_window: int = 5  # lens steps whose mean score/target Spearman the alarm watches
+    stop_on_polarity: bool = False  # the polarity alarm stops the run (PolarityAlarm)
+    wandb: bool = False  # also log to Weights & Biases (offline) when it is installed
     mc: MCConfig = field(default_factory=lambda: MCConfig(budget=512, max_actions=16))
     base: BaseSection = field(default_factory=BaseSection)
     data: DataSection = field(default_factory=DataSection)
@@ -229,6 +232,8 @@ class TrainConfig:
         _need(self.horizon >= 1, f"{p}horizon", self.horizon, "must be >= 1")
         _need(self.cycles >= 0, f"{p}cycles", self.cycles, "must be >= 0")
         _need(self.threads >= 1, f"{p}threads", self.threads, "must be >= 1")
+        _need(self.polarity_window >= 1, f"{p}polarity_window", self.polarity_window,
+              "must be >= 1")
         _need(self.eval_windows >= 0, f"{p}eval_windows", self.eval_windows, "must be >= 0")
 
 
