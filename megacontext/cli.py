@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("megacontext.demo", "run a synthetic MegaContext session and print LOD maps"),
     "train": ("megacontext.train", "alternating GistNet / LensNet / LoRA training (warm start, "
               "B1-B2-B3 cycles)"),
+    "report": ("megacontext.report", "PNG plots of a training run directory"),
 }
 
 SEED_MAX = 2**63 - 1

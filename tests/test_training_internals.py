@@ -68,3 +68,20 @@ def test_polarity_alarm_warns_loudly_and_can_stop_the_run(tmp_path):
     assert alarms and all(r["spearman"] < 0 for r in alarms), rows
     with pytest.raises(cycle.PolarityAlarm, match="stop_on_polarity"):
         cycle.train(_lens_only(polarity_window=1, stop_on_polarity=True), tmp_path / "stop")
+
+
+def test_report_writes_every_plot_as_png(tmp_path):
+    from megacontext.report import report
+    data = {k: (dict(v) if isinstance(v, dict) else v) for k, v in TINY.items()}
+    data["phases"] = {k: {"steps": 0} for k in ("warm_gist", "warm_lens", "b1", "b2", "b3")}
+    data["phases"]["warm_lens"] = dict(TINY["phases"]["warm_lens"])
+    data["eval_windows"] = 1
+    cycle.train(train_config_from_dict(data), tmp_path)
+    paths = report(tmp_path)
+    assert sorted(p.name for p in paths) == sorted(
+        ["losses.png", "loss_at_h.png", "lens.png", "swap_residency.png", "scores.png",
+         "lod_over_time.png"])
+    for p in paths:
+        assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", p
+    with pytest.raises(cycle.InputError, match="metrics.jsonl"):
+        report(tmp_path / "report")
