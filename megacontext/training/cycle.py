@@ -394,6 +394,15 @@ def lens_batch_loss(cfg: TrainConfig, models: Models, pool: LabelPool, g: torch.
     check_version("the label pool", pool.gist_version, models)
     w = lens_weights(cfg)
     pick = torch.randint(len(pool.items), (batch,), generator=g).tolist()
+    rank, world = dist_info()
+    if world > 1:  # this rank's share of the batch, normalised by the global weight sum
+        wall = sum(pool.items[i].weight for i in pick)
+        mine = pick[rank::world]
+        total = sum(pool.items[i].weight * lens_loss(
+            models.lensnet(pool.items[i].x, pool.items[i].feats, tail=pool.items[i].tail),
+            pool.items[i].targets, pool.items[i].mask, pool.items[i].wc, cfg.mc, w).total
+            for i in mine)
+        return total / wall, {}
     total, wsum = 0.0, 0.0
     terms = {"reg": 0.0, "pref": 0.0, "rank": 0.0, "budget": 0.0}
     ss, ts = [], []
@@ -413,6 +422,35 @@ def lens_batch_loss(cfg: TrainConfig, models: Models, pool: LabelPool, g: torch.
     m["score_abs_mean"] = float(s_all.abs().mean()) if s_all.numel() else math.nan
     m["score_std"] = float(s_all.std(unbiased=False)) if s_all.numel() else math.nan
     return total / wsum, m
+
+
+# --- distributed (torchrun; gloo on CPU) ------------------------------------------------------
+
+
+def dist_info() -> tuple[int, int]:
+    """(rank, world size); (0, 1) outside torch.distributed."""
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def maybe_init_distributed() -> None:
+    """Join the process group torchrun describes (WORLD_SIZE > 1): gloo on CPU, nccl on GPU."""
+    import torch.distributed as dist
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and dist.is_available() and \
+            not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+
+
+def all_reduce_grads(params: list[nn.Parameter]) -> None:
+    """Sum every parameter's gradient over the ranks (each rank's loss is its share of the
+    global batch mean, so the sum is the full-batch gradient, as DDP would average it)."""
+    import torch.distributed as dist
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+        dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
 
 
 # --- the phases -----------------------------------------------------------------------------
@@ -477,13 +515,18 @@ def phase_step_loss(cfg: TrainConfig, models: Models, phase: Phase, windows: Win
         loss, m = lens_batch_loss(cfg, models, pool, g, batch)
         return loss, m, 0
     policy = "recency" if phase.key == "warm_gist" else "lens"
+    rank, world = dist_info()
     losses, metrics, tokens = [], {}, 0
-    for _ in range(batch):
+    for b in range(batch):
         seed = int(torch.randint(2**31, (1,), generator=g))
-        snap = take_snapshot(cfg, models, windows.sample(g), policy, seed)
+        ids = windows.sample(g)
+        if b % world != rank:  # under torchrun each rank takes every world-th snapshot
+            continue
+        gb = torch.Generator().manual_seed(seed)  # the snapshot's own draws (span picks)
+        snap = take_snapshot(cfg, models, ids, policy, seed)
         tokens += cfg.history + cfg.horizon
         if phase.module == "gistnet":
-            out = substitutability(cfg, models, snap, g, prev)
+            out = substitutability(cfg, models, snap, gb, prev)
             if out is None:
                 continue
             loss, m = out
@@ -495,13 +538,15 @@ def phase_step_loss(cfg: TrainConfig, models: Models, phase: Phase, windows: Win
             task = F.cross_entropy(logits[0], snap.future)
             loss, m = task, {"task_nll": float(task.detach())}
             if cfg.loss.keep_alive > 0:
-                keep = substitutability(cfg, models, snap, g)
+                keep = substitutability(cfg, models, snap, gb)
                 if keep is not None:
                     loss = loss + cfg.loss.keep_alive * keep[0]
                     m["keep_alive_kl"] = keep[1]["kl"]
         losses.append(loss)
         for k, v in m.items():
             metrics[k] = metrics.get(k, 0.0) + v / batch
+    if world > 1:  # share of the global mean (sum over ranks = the full-batch mean)
+        return (torch.stack(losses).sum() / batch if losses else None), metrics, tokens
     if not losses:
         return None, metrics, tokens
     return torch.stack(losses).mean(), metrics, tokens
@@ -527,6 +572,7 @@ def run_phase(cfg: TrainConfig, models: Models, phase: Phase, windows: Windows,
     if phase.module == "gistnet" and cfg.loss.stability > 0:
         prev = copy.deepcopy(models.gistnet).requires_grad_(False)
     params = set_trainable(models, phase.module)
+    _, world = dist_info()
     opt = torch.optim.AdamW(params, lr=pc.lr, betas=(0.9, 0.95), weight_decay=pc.weight_decay)
     bar = _bar(pc.steps, phase.label, progress)
     t0, tokens, last = time.perf_counter(), 0, {}
@@ -538,7 +584,15 @@ def run_phase(cfg: TrainConfig, models: Models, phase: Phase, windows: Windows,
         opt.zero_grad(set_to_none=True)
         loss, m, n_tok = phase_step_loss(cfg, models, phase, windows, g, pc.batch, pool, prev)
         tokens += n_tok
-        if loss is not None:
+        if world > 1:
+            if loss is not None:
+                loss.backward()
+            all_reduce_grads(params)
+            gnorm = float(torch.nn.utils.clip_grad_norm_(params, pc.grad_clip))
+            opt.step()
+            m = {"loss_share": float(loss.detach()) if loss is not None else 0.0,
+                 "grad_norm": gnorm, **m}
+        elif loss is not None:
             loss.backward()
             gnorm = float(torch.nn.utils.clip_grad_norm_(params, pc.grad_clip))
             opt.step()
@@ -697,6 +751,8 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike | None = None,
         raise InputError(f"cfg must be a TrainConfig, got {type(cfg).__name__}")
     plan = phase_plan(cfg)
     torch.set_num_threads(cfg.threads)
+    maybe_init_distributed()
+    rank, _ = dist_info()
     run_dir = Path(run_dir) if run_dir is not None else None
     start = 0
     manifest = None
@@ -715,9 +771,10 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike | None = None,
         for name in MODULES:
             models.load_state(name, tensors[name])
     result = TrainResult(cfg, models, [], run_dir)
-    log = _logger(run_dir, cfg.wandb, cfg)
-    if run_dir is not None:
-        save_train_config(cfg, run_dir / "config.toml")
+    writer_dir = run_dir if rank == 0 else None  # only rank 0 writes anything
+    log = _logger(writer_dir, cfg.wandb and rank == 0, cfg)
+    if writer_dir is not None:
+        save_train_config(cfg, writer_dir / "config.toml")
     for phase in plan[start:]:
         if stop_after is not None and phase.index >= stop_after:
             break
@@ -727,11 +784,12 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike | None = None,
             res.metrics.update({f"eval/{k}": v for k, v in ev.items()})
             log({"phase": phase.label, "module": phase.module, "step": res.steps,
                  **{f"eval/{k}": v for k, v in ev.items()}})
-        if run_dir is not None:
+        if writer_dir is not None:
+            manifest_extra = {"written_by_rank": rank, "world_size": dist_info()[1]}
             res.checkpoint = save_phase_checkpoint(
-                run_dir / "checkpoints" / phase.label,
+                writer_dir / "checkpoints" / phase.label,
                 {name: models.state(name) for name in MODULES},
-                _checkpoint_manifest(cfg, models, res, base_sha))
+                _checkpoint_manifest(cfg, models, res, base_sha) | manifest_extra)
         result.phases.append(res)
     return result
 
