@@ -8,6 +8,16 @@ from .controller.config import MCConfig
 from .controller.legality import legal_actions
 from .controller.lod_map import render_lod_map
 from .controller.working_context import WorkingContext, append_tokens, build_working_context
+from .data import (
+    CorpusError,
+    Document,
+    LongRangeExample,
+    LongRangeTask,
+    WindowSampler,
+    load_documents,
+    split_documents,
+    validation_windows,
+)
 from .errors import (
     AlignmentError,
     BudgetError,
@@ -68,6 +78,17 @@ from .supervision.telemetry import (
     sign_agreement,
     spearman_corr,
 )
+from .training import (
+    CheckpointCorruptError,
+    CheckpointError,
+    CheckpointMismatchError,
+    PretrainConfig,
+    checkpoint_sha256,
+    load_base,
+    load_checkpoint,
+    pretrain,
+    save_checkpoint,
+)
 from .training.cycle import (
     StaleGistError,
     TrainResult,
@@ -75,7 +96,7 @@ from .training.cycle import (
     probe_maps,
     train,
 )
-from .training.phase_store import CheckpointError, load_phase_checkpoint
+from .training.phase_store import load_phase_checkpoint
 from .training.train_config import (
     TrainConfig,
     load_train_config,
@@ -84,7 +105,6 @@ from .training.train_config import (
 )
 
 __all__ = [
-    "CheckpointError",
     "StaleGistError",
     "TrainConfig",
     "TrainResult",
@@ -110,6 +130,23 @@ __all__ = [
     "read_labels",
     "write_snapshot_labels",
     "policy_nll",
+    "CorpusError",
+    "Document",
+    "LongRangeExample",
+    "LongRangeTask",
+    "WindowSampler",
+    "load_documents",
+    "split_documents",
+    "validation_windows",
+    "CheckpointCorruptError",
+    "CheckpointError",
+    "CheckpointMismatchError",
+    "PretrainConfig",
+    "checkpoint_sha256",
+    "load_base",
+    "load_checkpoint",
+    "pretrain",
+    "save_checkpoint",
     "Action",
     "block_scores",
     "focus_step",

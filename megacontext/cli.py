@@ -18,6 +18,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("megacontext.train", "alternating GistNet / LensNet / LoRA training (warm start, "
               "B1-B2-B3 cycles)"),
     "report": ("megacontext.report", "PNG plots of a training run directory"),
+    "evaluate": ("megacontext.evaluate", "loss@H of policies x budgets on held-out text "
+                 "(Markdown table)"),
+    "label": ("megacontext.label", "write counterfactual ΔNLL label tables (Parquet)"),
+    "run": ("megacontext.run", "stream a file through a MegaContext session (LOD maps, metrics)"),
+    "pretrain": ("megacontext.pretrain", "train the byte-level base TinyGPT on the stdlib corpus"),
 }
 
 SEED_MAX = 2**63 - 1

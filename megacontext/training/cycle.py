@@ -135,18 +135,10 @@ def gist_version(gistnet: GistNet) -> str:
 
 
 def load_base_checkpoint(path: str) -> TinyGPT:
-    """A TinyGPT from a pretrain checkpoint directory (config.model + model.safetensors)."""
-    tensors, manifest = load_phase_checkpoint(path)
-    model_cfg = manifest.get("config", {}).get("model")
-    if not isinstance(model_cfg, dict) or "model" not in tensors:
-        raise CheckpointError(f"{Path(path) / 'manifest.json'}: not a base checkpoint "
-                              f"(needs config.model and model.safetensors)")
-    base = TinyGPT(TinyGPTConfig(**model_cfg))
-    missing, unexpected = base.load_state_dict(tensors["model"], strict=False)
-    if [m for m in missing if m != "lm_head.weight"] or unexpected:
-        raise CheckpointError(f"{path}: weights do not fit TinyGPT{model_cfg}: missing "
-                              f"{missing}, unexpected {unexpected}")
-    return base
+    """The pretrained base TinyGPT of a `megacontext pretrain` run or checkpoint directory
+    (`training.pretrain.load_base`)."""
+    from .pretrain import load_base
+    return load_base(path)[0]
 
 
 def add_lora(base: TinyGPT, cfg: TrainConfig) -> None:

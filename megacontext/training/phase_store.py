@@ -1,7 +1,8 @@
 """Phase checkpoints of the training cycle (contract §13): safetensors files + manifest.json.
 
-The data branch's `training/checkpoint.py` was not available to this trainer yet; this is the
-minimal subset the cycle needs, with the same shape of API, meant to be replaced by it:
+Written before `training/checkpoint.py` (save_checkpoint / load_checkpoint) landed; the same
+layout (one safetensors file per module, manifest.json with the sha256 of each file) and the
+same `CheckpointError`. Moving the cycle onto `checkpoint.py` is a follow-up:
 
     save_phase_checkpoint(directory, tensors={"gistnet": sd, ...}, manifest={...}) -> Path
     load_phase_checkpoint(directory) -> (tensors, manifest)     # sha256 of every file checked
@@ -23,13 +24,9 @@ import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from ..errors import InputError
+from .checkpoint import CheckpointError
 
 MANIFEST = "manifest.json"
-
-
-class CheckpointError(InputError):
-    """A checkpoint that cannot be used: missing, corrupt, or of another config."""
 
 
 def _sha(data: bytes) -> str:
