@@ -89,8 +89,32 @@ from .training import (
     pretrain,
     save_checkpoint,
 )
+from .training.cycle import (
+    StaleGistError,
+    TrainResult,
+    gist_version,
+    probe_maps,
+    train,
+)
+from .training.phase_store import load_phase_checkpoint
+from .training.train_config import (
+    TrainConfig,
+    load_train_config,
+    save_train_config,
+    train_config_from_dict,
+)
 
 __all__ = [
+    "StaleGistError",
+    "TrainConfig",
+    "TrainResult",
+    "gist_version",
+    "load_phase_checkpoint",
+    "load_train_config",
+    "probe_maps",
+    "save_train_config",
+    "train",
+    "train_config_from_dict",
     "BestVariantLabels",
     "Candidate",
     "MegaContextSession",

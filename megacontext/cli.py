@@ -15,6 +15,9 @@ from importlib import metadata
 # name -> (module providing add_arguments/run, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("megacontext.demo", "run a synthetic MegaContext session and print LOD maps"),
+    "train": ("megacontext.train", "alternating GistNet / LensNet / LoRA training (warm start, "
+              "B1-B2-B3 cycles)"),
+    "report": ("megacontext.report", "PNG plots of a training run directory"),
     "evaluate": ("megacontext.evaluate", "loss@H of policies x budgets on held-out text "
                  "(Markdown table)"),
     "label": ("megacontext.label", "write counterfactual ΔNLL label tables (Parquet)"),

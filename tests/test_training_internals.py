@@ -1,0 +1,87 @@
+"""Internals of the training cycle: gist-version stamping, the LR schedule, the phase plan."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from megacontext.training import cycle
+from megacontext.training.train_config import train_config_from_dict
+from spec.test_training import TINY
+
+
+@pytest.fixture(scope="module")
+def setup():
+    cfg = train_config_from_dict(TINY)
+    train_w, _ = cycle.split_windows("synthetic", cfg.seed, 8192, 0.05, cfg.history + cfg.horizon)
+    return cfg, cycle.build_models(cfg, train_w), train_w
+
+
+def test_a_tree_from_another_gistnet_version_is_a_stale_gist_error(setup):
+    cfg, models, windows = setup
+    g = torch.Generator().manual_seed(0)
+    snap = cycle.take_snapshot(cfg, models, windows.sample(g), "recency", 0)
+    assert cycle.substitutability(cfg, models, snap, g) is not None
+    with torch.no_grad():
+        p = next(models.gistnet.parameters())
+        p.add_(1e-3)
+    try:
+        with pytest.raises(cycle.StaleGistError, match="re-gist"):
+            cycle.substitutability(cfg, models, snap, g)
+        pool = cycle.LabelPool([], snap.gist_version, {})
+        with pytest.raises(cycle.StaleGistError, match="label pool"):
+            cycle.lens_batch_loss(cfg, models, pool, g, 1)
+    finally:
+        with torch.no_grad():
+            p.sub_(1e-3)
+
+
+def test_lr_warms_up_linearly_then_follows_a_cosine_to_min_lr():
+    lrs = [cycle.lr_at(s, 10, 1.0, 0.1, 2) for s in range(10)]
+    assert lrs[0] == 0.5 and lrs[1] == 1.0, lrs
+    assert math.isclose(lrs[2], 1.0) and math.isclose(lrs[-1], 0.1), lrs
+    assert all(a >= b for a, b in zip(lrs[1:], lrs[2:], strict=False)), lrs
+
+
+def test_phase_plan_skips_zero_step_phases_and_labels_cycles():
+    data = dict(TINY, cycles=2, phases={"warm_lens": {"steps": 0}})
+    plan = cycle.phase_plan(train_config_from_dict(data))
+    assert [p.label for p in plan] == ["00-warm_gist", "01-b1-c1", "02-b2-c1", "03-b3-c1",
+                                       "04-b1-c2", "05-b2-c2", "06-b3-c2"]
+
+
+def _lens_only(**extra):
+    from spec.test_training_golden import FEATURES
+    data = {k: (dict(v) if isinstance(v, dict) else v) for k, v in TINY.items()}
+    data.update(FEATURES["target_mode_utilities"])
+    data.update(extra)
+    return train_config_from_dict(data)
+
+
+def test_polarity_alarm_warns_loudly_and_can_stop_the_run(tmp_path):
+    # this tiny lens run's Spearman is negative at some step (its golden line shows -0.43)
+    with pytest.warns(UserWarning, match="POLARITY ALARM"):
+        cycle.train(_lens_only(polarity_window=1), tmp_path / "warn")
+    rows = [json.loads(x) for x in (tmp_path / "warn" / "metrics.jsonl").read_text().splitlines()]
+    alarms = [r for r in rows if r.get("alarm") == "polarity"]
+    assert alarms and all(r["spearman"] < 0 for r in alarms), rows
+    with pytest.raises(cycle.PolarityAlarm, match="stop_on_polarity"):
+        cycle.train(_lens_only(polarity_window=1, stop_on_polarity=True), tmp_path / "stop")
+
+
+def test_report_writes_every_plot_as_png(tmp_path):
+    from megacontext.report import report
+    data = {k: (dict(v) if isinstance(v, dict) else v) for k, v in TINY.items()}
+    data["phases"] = {k: {"steps": 0} for k in ("warm_gist", "warm_lens", "b1", "b2", "b3")}
+    data["phases"]["warm_lens"] = dict(TINY["phases"]["warm_lens"])
+    data["eval_windows"] = 1
+    cycle.train(train_config_from_dict(data), tmp_path)
+    paths = report(tmp_path)
+    assert sorted(p.name for p in paths) == sorted(
+        ["losses.png", "loss_at_h.png", "lens.png", "swap_residency.png", "scores.png",
+         "lod_over_time.png"])
+    for p in paths:
+        assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", p
+    with pytest.raises(cycle.InputError, match="metrics.jsonl"):
+        report(tmp_path / "report")
