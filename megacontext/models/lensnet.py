@@ -148,6 +148,7 @@ class LensNet(nn.Module):
         self.norm_out = nn.LayerNorm(d)
         self.head = nn.Linear(d, 1)
         self._derived_cache = None  # (parameter stamp, derived tensors), see `derived`
+        self._token = object()  # identity for projection_key (never reused, unlike id())
 
     @property
     def dtype(self) -> torch.dtype:
@@ -160,10 +161,16 @@ class LensNet(nn.Module):
         mask: torch.Tensor | None = None,
         tail: torch.Tensor | None = None,
         tail_mask: torch.Tensor | None = None,
+        *,
+        projected: bool = False,
     ) -> torch.Tensor:
         """Scores [B, N] (or [N] for unbatched input), float32, strictly inside (-1, 1).
 
-        x: [B, N, d_in] or [N, d_in] entry vectors (any float dtype; cast to the model's).
+        x: [B, N, d_in] or [N, d_in] entry vectors (any float dtype; cast to the model's);
+            with `projected=True`, [B, N, width] or [N, width] projections from `project`
+            (or `MegaContextTree.gather(wc, lensnet=self)`), made under the current weights:
+            the scores then equal those of the plain path on the vectors, bitwise when the
+            projections were computed in the same GEMM shape (contract §10).
         features: [B, N, 3] or [N, 3] from `lens_features`.
         mask: [B, N] bool, True for real entries; padded entries never influence real ones
             (whatever their values, NaN included) and score exactly 0.
@@ -171,19 +178,23 @@ class LensNet(nn.Module):
             gists) that join the learned slots; tail_mask [B, G] bool marks the real ones.
         """
         x, features, mask, tail, tail_mask, unbatched = self._check(x, features, mask, tail,
-                                                                     tail_mask)
+                                                                     tail_mask, projected)
         W = self.derived()
         P = W["slot_side"]
         dt, st = self.dtype, P["latents"].dtype  # model dtype; slot-side dtype (float32 at least)
         B, N, D = x.shape
         d, H = self.cfg.width, self.cfg.n_heads
 
-        # Entries: one GEMM over d_in (centred weights: see `derive`); the features and the bias
-        # accumulate into its output in place. h's rows are mean-free, so LayerNorm(h) is
-        # gamma * h / rms(h) + beta and only the per-entry 1/rms is computed here.
+        # Entries: one GEMM over d_in (centred weights: see `derive`), or the cached projections;
+        # the features and the bias are added by one more product. h's rows are mean-free, so
+        # LayerNorm(h) is gamma * h / rms(h) + beta and only the per-entry 1/rms is computed.
         f1 = F.pad(features.to(dt).reshape(B * N, N_FEATURES), (0, 1), value=1.0)  # [B*N, 4]
-        h = torch.mm(x.to(dt).reshape(B * N, D), W["w_in"].t())  # [B*N, d]
-        h = h.addmm_(f1, W["w_aux"].t()).view(B, N, d)
+        if projected:  # out of place: the caller's projections are never written to
+            h = torch.addmm(x.to(dt).reshape(B * N, d), f1, W["w_aux"].t())  # [B*N, d]
+        else:
+            h = torch.mm(x.to(dt).reshape(B * N, D), W["w_in"].t())  # [B*N, d]
+            h = h.addmm_(f1, W["w_aux"].t())
+        h = h.view(B, N, d)
         if mask is not None:  # padded entries become zero rows: inert and NaN-free
             h = h.masked_fill(~mask[:, :, None], 0.0)
         inv_rms = _inv_rms(h, self.norm_entries.eps).to(dt)[:, None, :]  # [B, 1, N]
@@ -244,6 +255,34 @@ class LensNet(nn.Module):
         if mask is not None:
             scores = scores.masked_fill(~mask, 0.0)
         return scores[0] if unbatched else scores
+
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        """The input projection of entry vectors, [..., d_in] (any float dtype) -> [..., width]
+        in the model's dtype (contract §10). It depends only on the vectors and `in_proj`'s
+        weight (not on the features, the bias, or any other entry), so a tree can compute it
+        once per node and reuse it while `projection_key()` is unchanged; feed the rows to
+        `forward(..., projected=True)`. Differentiable while autograd is on. The weight is
+        centred (see `derive`), so these are not `in_proj(x)`: only `forward` reads them.
+        Raises InputError on a wrong last dimension, InputTypeError on a non-float tensor."""
+        check_tensor("x", x, floating=True)
+        if x.ndim < 1 or x.shape[-1] != self.cfg.d_in:
+            raise InputError(f"x has shape {tuple(x.shape)}, expected [..., d_in={self.cfg.d_in}]")
+        w_in = (_centred(self.in_proj.weight) if torch.is_grad_enabled()
+                else self.derived()["w_in"])
+        rows = x.to(self.dtype).reshape(-1, self.cfg.d_in)
+        return torch.mm(rows, w_in.t()).view(*x.shape[:-1], self.cfg.width)
+
+    def projection_key(self) -> tuple | None:
+        """A value that changes whenever `project`'s result may change: the version counter,
+        storage and dtype of `in_proj.weight` and this module's identity token. In-place
+        updates (optimizer steps, load_state_dict, `copy_` under no_grad) bump the version;
+        `.to()` moves the storage. None when the weight is an inference tensor (it has no
+        version counter): such projections must not be cached. Writes through `.data`
+        bypass version counters (as for `derived`)."""
+        w = self.in_proj.weight
+        if w.is_inference():
+            return None
+        return (self._token, w._version, w.data_ptr(), w.dtype)
 
     def read_queries(self, P: dict, slots: torch.Tensor) -> torch.Tensor:
         """[..., S, d] slots -> [..., S, H, d] read queries with W_k and gamma absorbed:
@@ -317,16 +356,22 @@ class LensNet(nn.Module):
             self._derived_cache = (stamp, self.derive())
         return self._derived_cache[1]
 
-    def _check(self, x, features, mask, tail, tail_mask):
+    def _check(self, x, features, mask, tail, tail_mask, projected):
         check_tensor("x", x, floating=True)
+        if not isinstance(projected, bool):
+            raise InputTypeError(f"projected must be a bool, got {projected!r}")
+        name, size = ("width", self.cfg.width) if projected else ("d_in", self.cfg.d_in)
         if x.ndim not in (2, 3):
-            raise InputError(f"x must be [N, d_in] or [B, N, d_in], got shape {tuple(x.shape)}")
+            raise InputError(f"x must be [N, {name}] or [B, N, {name}], got shape "
+                             f"{tuple(x.shape)}")
         unbatched = x.ndim == 2
         if unbatched:
             x = x[None]
         B, N, D = x.shape
-        if D != self.cfg.d_in:
-            raise InputError(f"x has feature size {D}, expected d_in={self.cfg.d_in}")
+        if D != size:
+            raise InputError(f"x has feature size {D}, expected {name}={size}"
+                             + (" (projected=True)" if projected else ""))
+        D = self.cfg.d_in  # tail gists are always raw vectors
         check_tensor("features", features, floating=True)
         want = (N, N_FEATURES) if unbatched else (B, N, N_FEATURES)
         if tuple(features.shape) != want:
