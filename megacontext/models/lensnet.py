@@ -14,9 +14,12 @@ Read and Write are ordinary multi-head cross-attentions (q, k, v, o projections)
 the whole WC, so the first entry's score depends on the recent tail (the public LensNet this
 replaces was causal and could not). Positive u: more detail here is worth it; negative: less.
 
-Speed (contract §10: <= 3 ms at N=8192, d_in=768 in bf16). The only O(N * d_in) work is the input
-projection, a bf16 GEMM (about a third of the forward at 8k); the rest is a few passes over the
-entries' [N, d] buffer and over [S*H, N] attention weights:
+Speed (contract §10: a focus step within a small multiple of the machine's floor). The only
+O(N * d_in) work is the input projection, a GEMM that depends only on each entry's vector and
+`in_proj`'s weight: `project` computes it, a tree caches it per node
+(`MegaContextTree.gather(wc, lensnet=net)`), and `forward(rows, features, projected=True)`
+starts from the cached rows. The rest is a few passes over the entries' [N, d] buffer and over
+[S*H, N] attention weights:
 - per-entry key/value/query/output projections are never materialised: they are absorbed into
   the S slot-side vectors (q.(W_k h) = (W_k^T q).h; sum_n a_n W_v h_n = W_v sum_n a_n h_n), so
   each attention costs two [S*H, d] x [d, N] products;
@@ -36,11 +39,10 @@ Measured and not kept (one thread, N=8192, bf16): never forming z (its norm from
 products cost as much, and its larger temporaries made glibc trim and re-fault ~20 MB per
 call at N=32768; carrying the feature term analytically instead of the in-place addmm_ (K=4
 corrections to three products) cost more than the pass it saves.
-Where it stands (2 threads on the 2-core CPU, N=8192, bf16, minimum of interleaved calls): the
-default width 128 takes ~3.3-3.5 ms, above the 3 ms target; width 96 ~2.8-2.95 ms and width 64
-~2.4-2.7 ms. The input GEMM alone is ~0.8-1.0 ms (it streams 12.6 MB of x); each of the ~20
-other ops costs 3-5x what it does in a tight loop, as the [N, d] and [S*H, N] buffers fall out
-of cache between them. Whether to trade width for the target is a capacity decision left open.
+Where it stands (benchmarks/test_floor_perf.py; one thread on a shared 2-core AMD EPYC without
+AMX, N=8192, bf16, width 128): from cached projections ~3.7 ms, ~3.2x the floor of a whole
+focus step; on the vectors (plain path) ~12 ms. The four [S*H, d] x [d, N] entry-side products
+run at ~90 GFLOP/s, under half the machine's square-GEMM rate, and are most of what is left.
 `tests/test_models_internals.py` checks all of this against the plain formulation (scores and
 gradients), and golden/vectors/lensnet.json against a float64 numpy one.
 
