@@ -125,7 +125,7 @@ def lens(seed: int) -> mc.LensNet:
         return mc.LensNet(LENS_CFG).eval()
 
 
-@given(S.configs(max_levels=3), st.lists(st.integers(1, 60), min_size=1, max_size=5),
+@given(S.configs(max_levels=3), st.lists(st.integers(1, 60), min_size=1, max_size=3),
        st.integers(0, 2**16))
 def test_cached_projections_equal_projecting_the_gathered_vectors(cfg, chunks, seed):
     """After any sequence of appends and gathers, gather(wc, lensnet=net) equals
