@@ -12,6 +12,8 @@ import torch
 
 import megacontext as mc
 
+RATIO_MAX = 16.0
+
 
 def make_case(budget: int):
     """A recency-baseline WC filling `budget` slots (K=32), random scores/targets, 80% mask."""
@@ -41,18 +43,18 @@ def best_time(fn, repeat: int = 15) -> float:
     return best
 
 
-def test_lens_loss_cost_grows_like_n_log_n(benchmark):
+def test_lens_loss_cost_grows_like_n_log_n(benchmark, gate):
     # One intra-op thread: the gate is about the algorithm, and on a shared 2-core machine
     # torch's thread pool turns other processes' load into 10x noise on 8k-element ops.
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        run_gate(benchmark)
+        run_gate(benchmark, gate)
     finally:
         torch.set_num_threads(threads)
 
 
-def run_gate(benchmark):
+def run_gate(benchmark, gate):
     big, small = make_case(8192), make_case(1024)
     assert len(big[3]) > 8000 and len(small[3]) > 900, (len(big[3]), len(small[3]))
     benchmark(loss_step, big)
@@ -62,5 +64,5 @@ def run_gate(benchmark):
     t_big = min(benchmark.stats.stats.min, best_time(lambda: loss_step(big)))
     ratio = t_big / t_small
     print(f"\nlens_loss fwd+bwd: N={len(big[3])} {t_big * 1e3:.2f} ms, "
-          f"N={len(small[3])} {t_small * 1e3:.2f} ms, ratio {ratio:.1f} (gate <= 16)")
-    assert ratio <= 16, f"lens_loss t(8192)/t(1024) = {ratio:.1f} > 16: not O(N log N)"
+          f"N={len(small[3])} {t_small * 1e3:.2f} ms, ratio {ratio:.1f} (gate <= {RATIO_MAX})")
+    gate("lens_loss t(8192)/t(1024)", ratio, RATIO_MAX, at_least=False)

@@ -1,12 +1,23 @@
 """Perf gates for the models (contract §10; issue 6), as ratios measured in the same run.
 
-- LensNet forward at N = 1k, 8k, 32k, d_in = 768, fp32 and bf16 (absolute times: information;
-  an earlier absolute target was <= 3 ms in bf16 at 8k on the 2-core AMX CPU it was written on).
-- Gates: t(8k) / t(1k) <= 9 (linear, not quadratic), and LensNet at 8k >= 20x faster than a
-  two-layer full-self-attention transformer of the same width (the in-run reference), both as
-  single-thread CPU-time ratios (robust on a shared machine; see the test).
-- GistNet throughput in blocks/s; batching many blocks must beat one block at a time.
-- A full focus step at 8k: gather + lens_features + LensNet + focus_step.
+- LensNet forward at N = 1k, 8k, 32k, d_in = 768, fp32 and bf16 (absolute times: information).
+  The absolute 3 ms target is replaced by the floor-relative gate of the whole focus step
+  (benchmarks/test_floor_perf.py).
+- Gates: t(8k) / t(1k) <= 12 and LensNet at 8k >= 20x faster than a two-layer
+  full-self-attention transformer of the same width (the in-run reference), both as
+  single-thread CPU-time ratios (robust on a shared machine; see the test). Linear cost gives
+  t(8k)/t(1k) <= 8 plus cache effects (measured 5.1-7.3 on the 2-core EPYC, idle and busy);
+  anything quadratic in N gives ~64. The former limit of 9 left a margin of 1.2x over the
+  measured 7.34; 12 keeps >= 1.5x and still fails a quadratic term by ~5x. The speedup
+  measures ~110-120x (margin ~5x).
+- GistNet throughput in blocks/s at D = 768 (information), and a gate: batching many blocks
+  costs less per block than one block at a time. At D = 768 a single block is already a
+  32 x 768 GEMM, so batching buys only ~2x in wall time (measured 1.35-2.35x with two threads
+  on the shared machine, up to 20x when a descheduled thread stalls the one-block calls): the
+  former 2x limit there flipped in 10 of 21 runs. The gate measures what batching must remove,
+  the per-call cost, where it is not drowned by the GEMMs: D = 64, single-thread CPU time,
+  where batching measures ~3.4x (fp32) and ~6.7x (bf16). A GistNet that loops over blocks
+  internally measures ~1.0x (it is the one-at-a-time path), so the gate is 2x.
 
 Gate timings are the minimum of interleaved repetitions under torch.inference_mode (medians
 are printed and kept in extra_info too, with the thread count). Under `pytest -n auto`
@@ -27,7 +38,9 @@ import megacontext as mc
 
 D_IN = 768
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
-SCALING_MAX = 9.0
+SCALING_MAX = 12.0
+BATCHING_MIN = 2.0
+GATE_DIM = 64  # GistNet width of the batching gate
 SPEEDUP_MIN = 20.0
 
 
@@ -96,13 +109,13 @@ def test_lensnet_forward(benchmark, n, dtype):
         with torch.inference_mode():
             return net(x, f)
 
-    scores = benchmark.pedantic(forward, rounds=5 if n > 8192 else 20, warmup_rounds=2)
+    scores = benchmark.pedantic(forward, rounds=3 if n > 8192 else 10, warmup_rounds=1)
     assert scores.shape == (x.shape[0],)
 
 
 @pytest.mark.parametrize("dtype", list(DTYPES))
-def test_lensnet_is_linear_and_beats_full_attention(benchmark, dtype):
-    """Gates (same run): t(8k)/t(1k) <= 9 and the full-attention reference at 8k is >= 20x
+def test_lensnet_is_linear_and_beats_full_attention(benchmark, gate, dtype):
+    """Gates (same run): t(8k)/t(1k) <= 12 and the full-attention reference at 8k is >= 20x
     slower than LensNet at 8k. Both ratios compare single-thread CPU time (time.thread_time
     with torch on one thread): on a shared machine wall time with two threads depends on when
     the other thread gets scheduled, CPU time does not, and neither ratio depends on threads.
@@ -118,18 +131,18 @@ def test_lensnet_is_linear_and_beats_full_attention(benchmark, dtype):
         with torch.inference_mode():
             return net(x8, f8)
 
-    benchmark.pedantic(lens8, rounds=10, warmup_rounds=2)
+    benchmark.pedantic(lens8, rounds=5, warmup_rounds=1)
     if benchmark.disabled:
         with torch.inference_mode():
             ref(x8[None])
         return
-    wall = timed({"lens1k": lambda: net(x1, f1), "lens8k": lens8}, rounds=40)
+    wall = timed({"lens1k": lambda: net(x1, f1), "lens8k": lens8}, rounds=15)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        cpu = timed({"lens1k": lambda: net(x1, f1), "lens8k": lens8}, rounds=40,
+        cpu = timed({"lens1k": lambda: net(x1, f1), "lens8k": lens8}, rounds=20,
                     clock=time.thread_time)
-        cpu_ref = timed({"ref8k": lambda: ref(x8[None])}, rounds=2, warmup=0,
+        cpu_ref = timed({"ref8k": lambda: ref(x8[None])}, rounds=1, warmup=0,
                         clock=time.thread_time)["ref8k"][0]
     finally:
         torch.set_num_threads(threads)
@@ -146,14 +159,16 @@ def test_lensnet_is_linear_and_beats_full_attention(benchmark, dtype):
           f"[{dtype}] CPU time, 1 thread, min: LensNet 1k {1e3 * l1:.2f} ms, 8k {1e3 * l8:.2f} ms "
           f"(x{scaling:.2f}); full-attention reference 8k {1e3 * cpu_ref:.0f} ms (LensNet "
           f"{speedup:.0f}x faster)")
-    assert scaling <= SCALING_MAX, f"{dtype}: t(8k)/t(1k) = {scaling:.2f} > {SCALING_MAX}"
-    assert speedup >= SPEEDUP_MIN, f"{dtype}: only {speedup:.1f}x faster than full attention"
+    gate(f"LensNet {dtype} t(8192)/t(1024)", scaling, SCALING_MAX, at_least=False)
+    gate(f"LensNet {dtype} speedup over full attention at 8k", speedup, SPEEDUP_MIN,
+         at_least=True, unit="x")
 
 
 @pytest.mark.parametrize("dtype", list(DTYPES))
-def test_gistnet_throughput(benchmark, dtype):
+def test_gistnet_throughput(benchmark, gate, report, dtype):
     """GistNet blocks/s at D=768, K=32 on a batch of 64 blocks (information), and the gate:
-    batching is >= 2x faster per block than one block at a time."""
+    at D = GATE_DIM, a batch of 64 blocks costs >= BATCHING_MIN x less per block than one block
+    at a time, in single-thread CPU time (see the module docstring)."""
     dt = DTYPES[dtype]
     torch.manual_seed(0)
     net = mc.GistNet(mc.GistNetConfig(dim=D_IN, block_size=32)).to(dt).eval()
@@ -164,52 +179,27 @@ def test_gistnet_throughput(benchmark, dtype):
         with torch.inference_mode():
             return net(blocks, 1)
 
-    benchmark.pedantic(batched, rounds=5, warmup_rounds=1)
     if benchmark.disabled:
+        benchmark.pedantic(batched, rounds=1)
         return
-    t = timed({"batched": batched, "one": lambda: net(blocks[:1], 1)}, rounds=7)
+    # One thread: with two, a busy machine stalls the one-block calls for ~0.5 s.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        benchmark.pedantic(batched, rounds=2, warmup_rounds=1)
+        t = timed({"batched": batched, "one": lambda: net(blocks[:1], 1)}, rounds=2, warmup=1,
+                  clock=time.thread_time)
+        small = mc.GistNet(mc.GistNetConfig(dim=GATE_DIM, block_size=32)).to(dt).eval()
+        few = torch.randn(B, 32, GATE_DIM).to(dt)
+        gated = timed({"batched": lambda: small(few, 1), "one": lambda: small(few[:1], 1)},
+                      rounds=15, clock=time.thread_time)
+    finally:
+        torch.set_num_threads(threads)
     per_block_batched, per_block_one = t["batched"][0] / B, t["one"][0]
-    benchmark.extra_info.update(threads=torch.get_num_threads(),
-                                blocks_per_s=1 / per_block_batched,
+    benchmark.extra_info.update(threads=1, blocks_per_s=1 / per_block_batched,
                                 blocks_per_s_one_at_a_time=1 / per_block_one)
-    print(f"\n[{dtype}] GistNet {1 / per_block_batched:.0f} blocks/s batched x{B}, "
-          f"{1 / per_block_one:.0f} blocks/s one at a time (best of 7)")
-    assert per_block_one >= 2 * per_block_batched, (
-        f"{dtype}: batching is only {per_block_one / per_block_batched:.2f}x faster per block"
-    )
-
-
-def test_full_focus_step_at_8k(benchmark):
-    """gather + lens_features + LensNet (bf16) + focus_step on an 8192-entry WC (information;
-    the parts are reported in extra_info)."""
-    if not hasattr(mc, "focus_step"):
-        pytest.skip("focus_step has not landed")
-    budget = 8192 if not benchmark.disabled else 256
-    cfg = mc.MCConfig(budget=budget)
-    T = 2 * budget
-    tree = mc.MegaContextTree(cfg, D_IN, dtype=torch.bfloat16)
-    tree.append(torch.randn(T, D_IN).to(torch.bfloat16))
-    wc = mc.build_working_context(T, cfg)
-    net = make_lensnet(torch.bfloat16)
-
-    def step():
-        with torch.inference_mode():
-            x = tree.gather(wc)
-            scores = net(x, mc.lens_features(wc, T, cfg))
-            return mc.focus_step(wc, scores, T, cfg)
-
-    new_wc, _ = benchmark.pedantic(step, rounds=10, warmup_rounds=2)
-    new_wc.validate(cfg, T)
-    if benchmark.disabled:
-        return
-    x = tree.gather(wc)
-    f = mc.lens_features(wc, T, cfg)
-    with torch.inference_mode():
-        s = net(x, f)
-    t = timed({"gather": lambda: tree.gather(wc), "features": lambda: mc.lens_features(wc, T, cfg),
-               "lensnet": lambda: net(x, f), "focus_step": lambda: mc.focus_step(wc, s, T, cfg)},
-              rounds=20)
-    benchmark.extra_info.update(threads=torch.get_num_threads(), N=len(wc),
-                                **{f"{k}_ms": 1e3 * v[0] for k, v in t.items()})
-    print(f"\n[bf16, N={len(wc)}, min (median)] "
-          + ", ".join(f"{k} {1e3 * v[0]:.2f} ({1e3 * v[1]:.2f}) ms" for k, v in t.items()))
+    report(f"[{dtype}] GistNet D={D_IN}: {1 / per_block_batched:.0f} blocks/s batched x{B}, "
+           f"{1 / per_block_one:.0f} blocks/s one at a time (1 thread, CPU time, best of 2)")
+    t = gated
+    gate(f"GistNet {dtype} D={GATE_DIM} batched speedup per block",
+         t["one"][0] / (t["batched"][0] / B), BATCHING_MIN, at_least=True, unit="x")

@@ -447,3 +447,68 @@ def test_tail_gists_are_the_newest_gists_of_each_level():
     short = mc.MegaContextTree(cfg, 4)
     short.append(torch.randn(10, 4))
     assert mc.tail_gists(short, per_level=2).shape == (2, 4)  # no LOD2 gist yet, 2 LOD1 gists
+
+
+# --- cached input projections (contract §10) --------------------------------------------------
+
+
+def padded_batch_with_tail(seed: int = 3):
+    """(x [2, N, d_in], features [2, N, 3], mask, tail [2, 3, d_in], tail_mask): two samples,
+    the second with its last 5 entries padded and one tail gist masked."""
+    x, f, _ = snapshot()
+    g = torch.Generator().manual_seed(seed)
+    xb = torch.stack([x, torch.randn(x.shape, generator=g)])
+    mask = torch.ones(2, len(x), dtype=torch.bool)
+    mask[1, -5:] = False
+    tail = torch.randn(2, 3, D_IN, generator=g)
+    tail_mask = torch.tensor([[True, True, True], [True, False, True]])
+    return xb, f.expand(2, -1, -1), mask, tail, tail_mask
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_projected_path_gives_the_plain_scores_bitwise(dtype):
+    """Scoring `project(x)` with projected=True gives bitwise the scores of scoring x, alone
+    and batched with padding and tail gists (the same arithmetic) (§10)."""
+    net = make_net(0, dtype)
+    x, f, _ = snapshot()
+    xb, fb, mask, tail, tail_mask = padded_batch_with_tail()
+    cases = {"unbatched": ((x, f), {}),
+             "batched": ((xb, fb), dict(mask=mask, tail=tail, tail_mask=tail_mask))}
+    with torch.no_grad():
+        for name, ((vectors, features), kwargs) in cases.items():
+            rows = net.project(vectors)
+            assert rows.shape == (*vectors.shape[:-1], NET_CFG.width) and rows.dtype == dtype, (
+                name, rows.shape, rows.dtype)
+            plain = net(vectors, features, **kwargs)
+            cached = net(rows, features, projected=True, **kwargs)
+            assert torch.equal(plain, cached), (
+                f"{name}: projected path differs by {(plain - cached).abs().max():.3g}")
+
+
+def test_projected_path_trains_like_the_plain_path():
+    """With autograd on, `project` + projected=True gives every parameter the gradient of the
+    plain path (to 1e-6; scores are O(0.1)) (§10)."""
+    xb, fb, mask, tail, tail_mask = padded_batch_with_tail()
+    grads = []
+    for projected in (False, True):
+        net = make_net(0)
+        inputs = net.project(xb) if projected else xb
+        scores = net(inputs, fb, mask=mask, tail=tail, tail_mask=tail_mask, projected=projected)
+        (scores * torch.linspace(-1, 1, scores.numel()).view_as(scores)).sum().backward()
+        grads.append({n: p.grad for n, p in net.named_parameters()})
+    bad = {n: None if grads[1][n] is None else float((g - grads[1][n]).abs().max())
+           for n, g in grads[0].items()
+           if grads[1][n] is None or not torch.allclose(g, grads[1][n], rtol=0, atol=1e-6)}
+    assert not bad, f"gradients differ between the plain and the projected path: {bad}"
+
+
+def test_projected_inputs_are_checked():
+    """`project` and projected=True name the argument and the expected width (§4)."""
+    net = shared_net()
+    x, f, _ = snapshot()
+    with pytest.raises(ValueError, match="width"):
+        net(x, f, projected=True)  # d_in-wide vectors where projections are expected
+    with pytest.raises(ValueError, match="d_in"):
+        make_net(0).project(torch.zeros(3, D_IN + 1))
+    with pytest.raises(TypeError, match="projected"):
+        net(x, f, projected="yes")

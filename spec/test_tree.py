@@ -111,3 +111,98 @@ def test_gather_rejects_wc_for_another_history():
     tree.append(torch.zeros(10, D))
     with pytest.raises(mc.CoverageError):
         tree.gather(mc.build_working_context(12, cfg))
+
+
+# --- cached LensNet projections (contract §10) ------------------------------------------------
+
+LENS_CFG = mc.LensNetConfig(d_in=D, width=8, n_heads=2, n_latents=2)
+PROJ_TOL = 1e-6  # fp32: the cache projects a level in one GEMM, gather-then-project the WC rows
+
+
+def lens(seed: int) -> mc.LensNet:
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return mc.LensNet(LENS_CFG).eval()
+
+
+@given(S.configs(max_levels=3), st.lists(st.integers(1, 60), min_size=1, max_size=3),
+       st.integers(0, 2**16))
+def test_cached_projections_equal_projecting_the_gathered_vectors(cfg, chunks, seed):
+    """After any sequence of appends and gathers, gather(wc, lensnet=net) equals
+    net.project(gather(wc)) (to 1e-6 in fp32: rows may be projected in GEMMs of other shapes),
+    and so do the scores computed from them (§10)."""
+    tree, net = mc.MegaContextTree(cfg, D), lens(0)
+    g = torch.Generator().manual_seed(seed)
+    for n in chunks:
+        tree.append(torch.randn(n, D, generator=g))
+        T = tree.num_tokens
+        wc = mc.build_working_context(T, cfg)
+        with torch.no_grad():
+            got, want = tree.gather(wc, lensnet=net), net.project(tree.gather(wc))
+            f = mc.lens_features(wc, T, cfg)
+            scores = net(got, f, projected=True), net(tree.gather(wc), f)
+        assert got.shape == (len(wc), LENS_CFG.width), got.shape
+        assert torch.allclose(got, want, rtol=0, atol=PROJ_TOL), (
+            f"T={T}: cached projections differ by {(got - want).abs().max():.3g}")
+        assert torch.allclose(*scores, rtol=0, atol=1e-5), (
+            f"T={T}: scores differ by {(scores[0] - scores[1]).abs().max():.3g}")
+
+
+def test_cached_projections_follow_every_weight_update():
+    """The cache never serves projections made under other weights: after an in-place
+    optimizer step (in inference mode too), load_state_dict, an in-place edit under no_grad,
+    a dtype change, or for another LensNet, gather(wc, lensnet=net) equals
+    net.project(gather(wc)) under the current weights (§10)."""
+    cfg = mc.MCConfig(block_size=4, max_lod=2, budget=40, recent_tokens=6)
+    tree = mc.MegaContextTree(cfg, D)
+    tree.append(torch.randn(300, D, generator=torch.Generator().manual_seed(0)))
+    wc = mc.build_working_context(300, cfg)
+    f = mc.lens_features(wc, 300, cfg)
+    net = lens(0)
+    served = []
+
+    def check(net, what, tol=PROJ_TOL, mode=torch.no_grad):
+        with mode():
+            got, want = tree.gather(wc, lensnet=net), net.project(tree.gather(wc))
+        assert got.dtype == want.dtype and torch.allclose(got.float(), want.float(), rtol=0,
+                                                          atol=tol), (
+            f"{what}: stale projections, off by {(got.float() - want.float()).abs().max():.3g}")
+        if served:
+            assert not torch.allclose(got.float(), served[-1].float(), rtol=0, atol=1e-3), (
+                f"{what}: the update did not change the projections (the check is void)")
+        served.append(got)
+
+    check(net, "first use")
+    opt = torch.optim.SGD(net.parameters(), lr=0.5)
+    net(tree.gather(wc), f).square().sum().backward()
+    opt.step()
+    check(net, "after an optimizer step", mode=torch.inference_mode)
+    net.load_state_dict(lens(1).state_dict())
+    check(net, "after load_state_dict")
+    with torch.no_grad():
+        net.in_proj.weight.mul_(-2.0)
+    check(net, "after an in-place edit under no_grad")
+    check(lens(2), "for another LensNet")
+    check(net.to(torch.bfloat16), "after .to(bfloat16)", tol=2e-2)
+
+
+def test_gathered_projections_are_differentiable_while_training():
+    """With autograd on and trainable weights, gather(wc, lensnet=net) is net.project of the
+    gathered vectors with its graph: the input projection receives a gradient (§10)."""
+    cfg = mc.MCConfig(block_size=4, max_lod=2, budget=40, recent_tokens=6)
+    tree = mc.MegaContextTree(cfg, D)
+    tree.append(torch.randn(100, D, generator=torch.Generator().manual_seed(0)))
+    wc = mc.build_working_context(100, cfg)
+    net = lens(0)
+    scores = net(tree.gather(wc, lensnet=net), mc.lens_features(wc, 100, cfg), projected=True)
+    scores.sum().backward()
+    grad = net.in_proj.weight.grad
+    assert grad is not None and float(grad.abs().sum()) > 0, "no gradient reached in_proj"
+
+
+def test_gather_rejects_a_lensnet_that_is_not_one():
+    cfg = mc.MCConfig(block_size=4, max_lod=2, budget=64, recent_tokens=6)
+    tree = mc.MegaContextTree(cfg, D)
+    tree.append(torch.zeros(10, D))
+    with pytest.raises(TypeError, match="lensnet"):
+        tree.gather(mc.build_working_context(10, cfg), lensnet=object())

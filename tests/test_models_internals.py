@@ -162,3 +162,30 @@ def test_derived_cache_follows_parameter_changes():
     net16 = net.to(torch.bfloat16)
     with torch.no_grad():
         assert torch.equal(net16(*args), net16(*args).detach())
+
+
+def test_tree_projects_every_node_once_while_the_weights_stand_still():
+    """The tree's projection cache calls LensNet.project only on nodes it has not projected
+    under the current key: over many gathers and appends, rows projected == nodes in the tree;
+    a weight update reprojects each node once more (contract §10)."""
+    cfg = MCConfig(block_size=4, max_lod=2, budget=40, recent_tokens=6)
+    tree = MegaContextTree(cfg, 8)
+    net = LensNet(LensNetConfig(d_in=8, width=8, n_heads=2, n_latents=2)).eval()
+    projected = []
+    plain_project = net.project
+    net.project = lambda x: projected.append(x.shape[0]) or plain_project(x)
+    g = torch.Generator().manual_seed(0)
+    from megacontext import build_working_context
+
+    def nodes():
+        return sum(tree.level(lod).shape[0] for lod in range(cfg.max_lod + 1))
+
+    with torch.no_grad():
+        for n in (5, 60, 1, 200, 7):
+            tree.append(torch.randn(n, 8, generator=g))
+            for _ in range(3):
+                tree.gather(build_working_context(tree.num_tokens, cfg), lensnet=net)
+        assert sum(projected) == nodes(), (sum(projected), nodes())
+        net.in_proj.weight.add_(1.0)
+        tree.gather(build_working_context(tree.num_tokens, cfg), lensnet=net)
+    assert sum(projected) == 2 * nodes(), (sum(projected), nodes())

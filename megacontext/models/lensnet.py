@@ -14,9 +14,12 @@ Read and Write are ordinary multi-head cross-attentions (q, k, v, o projections)
 the whole WC, so the first entry's score depends on the recent tail (the public LensNet this
 replaces was causal and could not). Positive u: more detail here is worth it; negative: less.
 
-Speed (contract §10: <= 3 ms at N=8192, d_in=768 in bf16). The only O(N * d_in) work is the input
-projection, a bf16 GEMM (about a third of the forward at 8k); the rest is a few passes over the
-entries' [N, d] buffer and over [S*H, N] attention weights:
+Speed (contract §10: a focus step within a small multiple of the machine's floor). The only
+O(N * d_in) work is the input projection, a GEMM that depends only on each entry's vector and
+`in_proj`'s weight: `project` computes it, a tree caches it per node
+(`MegaContextTree.gather(wc, lensnet=net)`), and `forward(rows, features, projected=True)`
+starts from the cached rows. The rest is a few passes over the entries' [N, d] buffer and over
+[S*H, N] attention weights:
 - per-entry key/value/query/output projections are never materialised: they are absorbed into
   the S slot-side vectors (q.(W_k h) = (W_k^T q).h; sum_n a_n W_v h_n = W_v sum_n a_n h_n), so
   each attention costs two [S*H, d] x [d, N] products;
@@ -36,11 +39,10 @@ Measured and not kept (one thread, N=8192, bf16): never forming z (its norm from
 products cost as much, and its larger temporaries made glibc trim and re-fault ~20 MB per
 call at N=32768; carrying the feature term analytically instead of the in-place addmm_ (K=4
 corrections to three products) cost more than the pass it saves.
-Where it stands (2 threads on the 2-core CPU, N=8192, bf16, minimum of interleaved calls): the
-default width 128 takes ~3.3-3.5 ms, above the 3 ms target; width 96 ~2.8-2.95 ms and width 64
-~2.4-2.7 ms. The input GEMM alone is ~0.8-1.0 ms (it streams 12.6 MB of x); each of the ~20
-other ops costs 3-5x what it does in a tight loop, as the [N, d] and [S*H, N] buffers fall out
-of cache between them. Whether to trade width for the target is a capacity decision left open.
+Where it stands (benchmarks/test_floor_perf.py; one thread on a shared 2-core AMD EPYC without
+AMX, N=8192, bf16, width 128): from cached projections ~3.7 ms, ~3.2x the floor of a whole
+focus step; on the vectors (plain path) ~12 ms. The four [S*H, d] x [d, N] entry-side products
+run at ~90 GFLOP/s, under half the machine's square-GEMM rate, and are most of what is left.
 `tests/test_models_internals.py` checks all of this against the plain formulation (scores and
 gradients), and golden/vectors/lensnet.json against a float64 numpy one.
 
@@ -166,6 +168,7 @@ class LensNet(nn.Module):
         self.norm_out = nn.LayerNorm(d)
         self.head = nn.Linear(d, 1)
         self._derived_cache = None  # (parameter stamp, derived tensors), see `derived`
+        self._token = object()  # identity for projection_key (never reused, unlike id())
 
     @property
     def dtype(self) -> torch.dtype:
@@ -178,10 +181,16 @@ class LensNet(nn.Module):
         mask: torch.Tensor | None = None,
         tail: torch.Tensor | None = None,
         tail_mask: torch.Tensor | None = None,
+        *,
+        projected: bool = False,
     ) -> torch.Tensor:
         """Scores [B, N] (or [N] for unbatched input), float32, strictly inside (-1, 1).
 
-        x: [B, N, d_in] or [N, d_in] entry vectors (any float dtype; cast to the model's).
+        x: [B, N, d_in] or [N, d_in] entry vectors (any float dtype; cast to the model's);
+            with `projected=True`, [B, N, width] or [N, width] projections from `project`
+            (or `MegaContextTree.gather(wc, lensnet=self)`), made under the current weights:
+            the scores then equal those of the plain path on the vectors, bitwise when the
+            projections were computed in the same GEMM shape (contract §10).
         features: [B, N, 3] or [N, 3] from `lens_features`.
         mask: [B, N] bool, True for real entries; padded entries never influence real ones
             (whatever their values, NaN included) and score exactly 0.
@@ -189,7 +198,7 @@ class LensNet(nn.Module):
             gists) that join the learned slots; tail_mask [B, G] bool marks the real ones.
         """
         x, features, mask, tail, tail_mask, unbatched = self._check(x, features, mask, tail,
-                                                                     tail_mask)
+                                                                     tail_mask, projected)
         # Padded entries and masked tail gists are zeroed here, at the entrance: masking only
         # later would keep the outputs clean but not the gradients (a NaN in a padded x row
         # times its zero output gradient is NaN in every element of in_proj.weight.grad).
@@ -204,12 +213,16 @@ class LensNet(nn.Module):
         B, N, D = x.shape
         d, H = self.cfg.width, self.cfg.n_heads
 
-        # Entries: one GEMM over d_in (centred weights: see `derive`); the features and the bias
-        # accumulate into its output in place. h's rows are mean-free, so LayerNorm(h) is
-        # gamma * h / rms(h) + beta and only the per-entry 1/rms is computed here.
+        # Entries: one GEMM over d_in (centred weights: see `derive`), or the cached projections;
+        # the features and the bias are added by one more product. h's rows are mean-free, so
+        # LayerNorm(h) is gamma * h / rms(h) + beta and only the per-entry 1/rms is computed.
         f1 = F.pad(features.to(dt).reshape(B * N, N_FEATURES), (0, 1), value=1.0)  # [B*N, 4]
-        h = torch.mm(x.to(dt).reshape(B * N, D), W["w_in"].t())  # [B*N, d]
-        h = h.addmm_(f1, W["w_aux"].t()).view(B, N, d)
+        if projected:  # out of place: the caller's projections are never written to
+            h = torch.addmm(x.to(dt).reshape(B * N, d), f1, W["w_aux"].t())  # [B*N, d]
+        else:
+            h = torch.mm(x.to(dt).reshape(B * N, D), W["w_in"].t())  # [B*N, d]
+            h = h.addmm_(f1, W["w_aux"].t())
+        h = h.view(B, N, d)
         if mask is not None:  # padded entries become zero rows: inert and NaN-free
             h = h.masked_fill(~mask[:, :, None], 0.0)
         inv_rms = _inv_rms(h, self.norm_entries.eps).to(dt)[:, None, :]  # [B, 1, N]
@@ -270,6 +283,34 @@ class LensNet(nn.Module):
         if mask is not None:
             scores = scores.masked_fill(~mask, 0.0)
         return scores[0] if unbatched else scores
+
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        """The input projection of entry vectors, [..., d_in] (any float dtype) -> [..., width]
+        in the model's dtype (contract §10). It depends only on the vectors and `in_proj`'s
+        weight (not on the features, the bias, or any other entry), so a tree can compute it
+        once per node and reuse it while `projection_key()` is unchanged; feed the rows to
+        `forward(..., projected=True)`. Differentiable while autograd is on. The weight is
+        centred (see `derive`), so these are not `in_proj(x)`: only `forward` reads them.
+        Raises InputError on a wrong last dimension, InputTypeError on a non-float tensor."""
+        check_tensor("x", x, floating=True)
+        if x.ndim < 1 or x.shape[-1] != self.cfg.d_in:
+            raise InputError(f"x has shape {tuple(x.shape)}, expected [..., d_in={self.cfg.d_in}]")
+        w_in = (_centred(self.in_proj.weight) if torch.is_grad_enabled()
+                else self.derived()["w_in"])
+        rows = x.to(self.dtype).reshape(-1, self.cfg.d_in)
+        return torch.mm(rows, w_in.t()).view(*x.shape[:-1], self.cfg.width)
+
+    def projection_key(self) -> tuple | None:
+        """A value that changes whenever `project`'s result may change: the version counter,
+        storage and dtype of `in_proj.weight` and this module's identity token. In-place
+        updates (optimizer steps, load_state_dict, `copy_` under no_grad) bump the version;
+        `.to()` moves the storage. None when the weight is an inference tensor (it has no
+        version counter): such projections must not be cached. Writes through `.data`
+        bypass version counters (as for `derived`)."""
+        w = self.in_proj.weight
+        if w.is_inference():
+            return None
+        return (self._token, w._version, w.data_ptr(), w.dtype)
 
     def read_queries(self, P: dict, slots: torch.Tensor) -> torch.Tensor:
         """[..., S, d] slots -> [..., S, H, d] read queries with W_k and gamma absorbed:
@@ -343,16 +384,22 @@ class LensNet(nn.Module):
             self._derived_cache = (stamp, self.derive())
         return self._derived_cache[1]
 
-    def _check(self, x, features, mask, tail, tail_mask):
+    def _check(self, x, features, mask, tail, tail_mask, projected):
         check_tensor("x", x, floating=True)
+        if not isinstance(projected, bool):
+            raise InputTypeError(f"projected must be a bool, got {projected!r}")
+        name, size = ("width", self.cfg.width) if projected else ("d_in", self.cfg.d_in)
         if x.ndim not in (2, 3):
-            raise InputError(f"x must be [N, d_in] or [B, N, d_in], got shape {tuple(x.shape)}")
+            raise InputError(f"x must be [N, {name}] or [B, N, {name}], got shape "
+                             f"{tuple(x.shape)}")
         unbatched = x.ndim == 2
         if unbatched:
             x = x[None]
         B, N, D = x.shape
-        if D != self.cfg.d_in:
-            raise InputError(f"x has feature size {D}, expected d_in={self.cfg.d_in}")
+        if D != size:
+            raise InputError(f"x has feature size {D}, expected {name}={size}"
+                             + (" (projected=True)" if projected else ""))
+        D = self.cfg.d_in  # tail gists are always raw vectors
         check_tensor("features", features, floating=True)
         want = (N, N_FEATURES) if unbatched else (B, N, N_FEATURES)
         if tuple(features.shape) != want:

@@ -59,6 +59,13 @@ class MegaContextTree:
         # per level: a buffer with spare capacity (amortised doubling) and its used length
         self._buf = [torch.empty(0, dim, dtype=dtype) for _ in range(cfg.max_lod + 1)]
         self._len = [0] * (cfg.max_lod + 1)
+        # LensNet projections of the nodes (see `gather`): one table, each level's region
+        # offset and capacity, each level's filled length, the `projection_key()` they hold
+        self._proj = torch.empty(0)
+        self._proj_off = np.zeros(cfg.max_lod + 1, dtype=np.int64)
+        self._proj_cap = [0] * (cfg.max_lod + 1)
+        self._proj_len = [0] * (cfg.max_lod + 1)
+        self._proj_key = None
 
     @property
     def num_tokens(self) -> int:
@@ -106,9 +113,72 @@ class MegaContextTree:
                 )
             self._push(lod, gists.to(self.dtype))
 
-    def gather(self, wc: WorkingContext) -> torch.Tensor:
-        """[N, D] the vector of every WC entry, in WC order."""
-        check_working_context(wc, self.num_tokens, self.cfg, check_budget=False)
+    def gather(self, wc: WorkingContext, lensnet=None) -> torch.Tensor:
+        """The rows of every WC entry, in WC order (contract §8, §10).
+
+        Without `lensnet`: [N, D] the entries' vectors, in the tree's dtype.
+        With a `LensNet`: [N, width] in the LensNet's dtype, `lensnet.project` of those vectors,
+        for `lensnet(rows, features, projected=True)`. While autograd is off, the projections
+        come from the tree's cache: every node is projected once (lazily, in one GEMM per level
+        over the nodes appended since the last call) and reused until
+        `lensnet.projection_key()` changes (an in-place weight update bumps its version, a
+        different LensNet has another key), when the cache is rebuilt. With autograd on and a
+        weight that requires grad, or weights without a version counter (inference tensors),
+        the gathered vectors are projected afresh (differentiable, nothing cached).
+        Raises the InvariantError subclass of the first broken invariant if `wc` does not fit
+        this tree, InputTypeError if `lensnet` is not a LensNet.
+        """
+        spans = check_working_context(wc, self.num_tokens, self.cfg, check_budget=False)
+        if lensnet is None:
+            return self._gather_vectors(wc, spans)
+        if not (callable(getattr(lensnet, "project", None))
+                and callable(getattr(lensnet, "projection_key", None))):
+            raise InputTypeError(f"lensnet must be a LensNet, got {type(lensnet).__name__}")
+        key = lensnet.projection_key()
+        if key is None or (torch.is_grad_enabled() and lensnet.in_proj.weight.requires_grad):
+            return lensnet.project(self._gather_vectors(wc, spans))
+        with torch.no_grad():
+            self._update_projections(lensnet, key)
+        # one index_select over the levels' regions of the projection table
+        lods = as_numpy(wc.lods)
+        index = self._proj_off[lods] + as_numpy(wc.starts) // spans
+        return self._proj.index_select(0, torch.from_numpy(index))
+
+    def _update_projections(self, lensnet, key) -> None:
+        """Make `self._proj` hold the projection of every node under `key`: rebuilt when the
+        key moved, else extended by the nodes appended since the last call. One table for all
+        levels (level l in rows `_proj_off[l]` to `_proj_off[l] + capacity`), regrown with
+        doubled capacities when a level outgrows its region. Runs outside inference mode so
+        the table stays writable by later calls."""
+        with torch.inference_mode(False):
+            if self._proj_key != key:
+                self._proj_key = None  # set again only once every level is consistent
+                self._proj_len = [0] * len(self._buf)
+                self._alloc_projections(lensnet, [max(n, 64) for n in self._len])
+            if any(n > cap for n, cap in zip(self._len, self._proj_cap, strict=True)):
+                self._alloc_projections(lensnet, [
+                    max(2 * cap, n) if n > cap else cap
+                    for n, cap in zip(self._len, self._proj_cap, strict=True)])
+            for lod, have in enumerate(self._proj_len):
+                n = self._len[lod]
+                if have < n:
+                    off = int(self._proj_off[lod])
+                    self._proj[off + have: off + n] = lensnet.project(self._buf[lod][have:n])
+                    self._proj_len[lod] = n
+            self._proj_key = key
+
+    def _alloc_projections(self, lensnet, caps: list[int]) -> None:
+        """A projection table with per-level capacities `caps`, keeping the filled rows."""
+        off = np.concatenate([[0], np.cumsum(caps[:-1])]).astype(np.int64)
+        table = torch.empty(sum(caps), lensnet.cfg.width, dtype=lensnet.dtype)
+        for lod, have in enumerate(self._proj_len):
+            if have:
+                old = int(self._proj_off[lod])
+                table[off[lod]: off[lod] + have] = self._proj[old: old + have]
+        self._proj, self._proj_off, self._proj_cap = table, off, list(caps)
+
+    def _gather_vectors(self, wc: WorkingContext, spans: np.ndarray) -> torch.Tensor:
+        """[N, D] row `start // span` of level `lod` for every entry."""
         lods, starts = as_numpy(wc.lods), as_numpy(wc.starts)
         out = torch.empty(lods.shape[0], self.dim, dtype=self.dtype)
         for lod in range(self.cfg.max_lod + 1):
