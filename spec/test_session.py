@@ -253,3 +253,26 @@ def test_typed_errors_name_the_argument():
         mc.policy_nll(CFG, make_base(), tokens(40), 20, 30, "recency")
     with pytest.raises(mc.InputError, match="lookahead"):
         session("oracle").ingest(tokens(8))
+
+
+def test_lens_policy_scores_from_cached_projections_match_the_plain_path():
+    """Policy "lens" scores from the tree's cached LensNet input projections (the default) equal
+    the plain path's (cached_projections=False) to 1e-5, so both make the same focus decisions
+    (contract §10, §11)."""
+    ids = tokens(120, seed=5)
+    runs = {}
+    for cached in (True, False):
+        s = mc.MegaContextSession(CFG, make_base(), lensnet=make_lens(), policy="lens",
+                                  cached_projections=cached)
+        feed(s, ids)
+        runs[cached] = s
+    fast, plain = runs[True], runs[False]
+    assert fast.wc == plain.wc
+    scored = 0
+    for rf, rp in zip(fast.records, plain.records, strict=True):
+        assert rf.actions == rp.actions, f"record {rf.step}: {rf.actions} vs {rp.actions}"
+        if rf.scores is not None and rf.kind == "refocus":
+            torch.testing.assert_close(rf.scores, rp.scores, rtol=0, atol=1e-5,
+                                       msg=lambda m, r=rf: f"record {r.step}: {m}")
+            scored += 1
+    assert scored >= 10, f"only {scored} scored refocus steps"

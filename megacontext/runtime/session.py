@@ -88,11 +88,14 @@ class MegaContextSession:
     lensnet: a `LensNet` with `d_in == E` (required for policy "lens").
     policy: one of POLICIES; seed: the random policy's generator seed.
     horizon: tokens of lookahead the oracle labels with (H of §12).
+    cached_projections: policy "lens" scores from the tree's cached LensNet input projections
+        (`tree.gather(wc, lensnet=...)`, contract §10; the same scores as the plain path, which
+        `cached_projections=False` selects). Scoring runs without autograd either way.
     Errors: InputTypeError / InputError / ConfigError naming the argument.
     """
 
     def __init__(self, cfg: MCConfig, base, gistnet=None, lensnet=None, policy: str = "lens",
-                 seed: int = 0, horizon: int = 64):
+                 seed: int = 0, horizon: int = 64, cached_projections: bool = True):
         if not isinstance(cfg, MCConfig):
             raise InputTypeError(f"cfg must be an MCConfig, got {type(cfg).__name__}")
         if policy not in POLICIES:
@@ -101,6 +104,9 @@ class MegaContextSession:
             raise InputTypeError(f"base must have embed(ids) and be callable (the TinyGPT "
                                  f"contract), got {type(base).__name__}")
         self.seed = check_int("seed", seed, minimum=0)
+        if not isinstance(cached_projections, bool):
+            raise InputTypeError(f"cached_projections must be a bool, got {cached_projections!r}")
+        self.cached_projections = cached_projections
         self.horizon = check_int("horizon", horizon, minimum=1)
         self.cfg, self.base, self.gistnet, self.lensnet, self.policy = (
             cfg, base, gistnet, lensnet, policy)
@@ -187,14 +193,18 @@ class MegaContextSession:
             if kind == "overflow":
                 scores = torch.zeros(len(before), dtype=torch.float32)
             elif self.policy == "lens":
-                t1 = time.perf_counter()
-                x = self.tree.gather(before)
-                tail = tail_gists(self.tree)
-                gather_ms = _ms(t1)
-                t1 = time.perf_counter()
-                scores = self.lensnet(x, lens_features(before, T, cfg),
-                                      tail=tail if tail.shape[0] else None).float()
-                lens_ms = _ms(t1)
+                with torch.no_grad():
+                    t1 = time.perf_counter()
+                    cached = self.cached_projections
+                    x = (self.tree.gather(before, lensnet=self.lensnet) if cached
+                         else self.tree.gather(before))
+                    tail = tail_gists(self.tree)
+                    gather_ms = _ms(t1)
+                    t1 = time.perf_counter()
+                    scores = self.lensnet(x, lens_features(before, T, cfg),
+                                          tail=tail if tail.shape[0] else None,
+                                          projected=cached).float()
+                    lens_ms = _ms(t1)
             elif self.policy == "random":
                 scores = torch.rand(len(before), generator=self._rng) * 2 - 1
             else:  # oracle
