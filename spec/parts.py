@@ -30,6 +30,23 @@ TOPICS: dict[str, tuple[str, ...]] = {
         "sign_agreement", "score_stats", "score_histogram", "lens_telemetry",
         "kl_per_position", "aggregate_kl", "kl_barrier", "substitutability_loss",
     ),
+    "runtime": (
+        "MegaContextSession", "POLICIES", "RefocusRecord", "full_context_nll", "policy_nll",
+        "Candidate", "SnapshotLabels", "BestVariantLabels", "candidate_actions",
+        "label_snapshot", "best_variant_labels", "LABEL_SCHEMA_VERSION", "StoredSnapshot",
+        "read_labels", "write_snapshot_labels",
+    ),
+    "data": (
+        "CorpusError", "Document", "LongRangeExample", "LongRangeTask", "WindowSampler",
+        "load_documents", "split_documents", "validation_windows",
+    ),
+    "training": (
+        "CheckpointError", "CheckpointCorruptError", "CheckpointMismatchError",
+        "save_checkpoint", "load_checkpoint", "checkpoint_sha256", "PretrainConfig", "pretrain",
+        "load_base", "TrainConfig", "TrainResult", "train", "train_config_from_dict",
+        "load_train_config", "save_train_config", "probe_maps", "gist_version",
+        "load_phase_checkpoint", "StaleGistError",
+    ),
 }
 
 PUBLIC_NAMES: frozenset[str] = frozenset(n for names in TOPICS.values() for n in names)

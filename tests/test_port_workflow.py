@@ -133,10 +133,11 @@ def test_controller_only_port_declaring_its_missing_parts_is_green(tmp):
     assert "error" not in out.lower().split("short test summary info")[-1], out
     assert re.search(r"12 passed, \d+ skipped", out), out
     declared = f"{tmp}/controller_only/xfails.txt:2: `unimplemented: models`"
-    # test_lensnet.py touches the models at import time (a whole-module skip), test_tree.py in
-    # each test.
+    # test_lensnet.py and test_tree.py touch model names at import time (whole-module skips).
     assert f"not implemented: LensNetConfig (declared at {declared})" in out, out
-    assert f"not implemented: MegaContextTree (declared at {declared})" in out, out
+    skipped = re.findall(r"SKIPPED \[(\d+)\] .*not implemented: \w+ \(declared at "
+                         + re.escape(declared), out)
+    assert sum(map(int, skipped)) >= 2, out  # both model spec modules, not one
 
 
 @pytest.mark.parametrize("problem, env, message", [
