@@ -99,6 +99,10 @@ def test_checkpoint_sha256_names_weights_and_config_not_time(tmp_path):
     c = save_checkpoint(tmp_path / "c", {"model": tiny(seed=1)}, manifest())
     d = save_checkpoint(tmp_path / "d", {"model": tiny()}, manifest(config={"seed": 1}))
     digest = checkpoint_sha256(a)
+    (tmp_path / "run").mkdir()
+    os.rename(a, tmp_path / "run" / "checkpoint")  # a run directory names its checkpoint
+    assert checkpoint_sha256(tmp_path / "run") == digest
+    assert load_checkpoint(tmp_path / "run")[1]["step"] == 3
     assert len(digest) == 64 and int(digest, 16) >= 0
     assert checkpoint_sha256(b) == digest
     assert checkpoint_sha256(c) != digest and checkpoint_sha256(d) != digest

@@ -15,6 +15,9 @@ A crash at any point leaves either the old or the new checkpoint complete: befor
 rename the old one is untouched; between the renames it is complete under `.<name>.previous`,
 where `load_checkpoint` finds it (and the next `save_checkpoint` moves it back first).
 
+Reading (`load_checkpoint`, `read_manifest`, `checkpoint_sha256`) also accepts a run directory
+whose checkpoint is its `checkpoint/` subdirectory (the layout `megacontext pretrain` writes).
+
 Integrity: `load_checkpoint` recomputes every file's sha256 and raises `CheckpointCorruptError`
 on a mismatch; passing `kind=` / `config=` makes a checkpoint of another kind or config a
 `CheckpointMismatchError` naming the manifest file and the differing keys.
@@ -41,6 +44,7 @@ from ..errors import InputError, InputTypeError
 FORMAT = "megacontext-checkpoint/1"
 MANIFEST = "manifest.json"
 RESERVED = ("format", "files", "created_at")
+RUN_CHECKPOINT = "checkpoint"  # a run directory's checkpoint; accepted wherever one is read
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 
 
@@ -181,6 +185,8 @@ def _resolve(directory: str | os.PathLike) -> Path:
     directory = Path(directory)
     if (directory / MANIFEST).is_file():
         return directory
+    if not directory.joinpath(MANIFEST).exists() and (directory / RUN_CHECKPOINT).exists():
+        return _resolve(directory / RUN_CHECKPOINT)  # a run directory (pretrain's layout)
     backup = _backup_of(directory)
     if not directory.exists() and (backup / MANIFEST).is_file():
         return backup  # a save crashed between its two renames; the previous one is complete

@@ -54,7 +54,9 @@ def _coerce(key: str, default, value):
             return tuple(value)
     if default is None and isinstance(value, str | int | float):
         return value
-    raise ConfigError(f"config key {key!r} must be a {type(default).__name__}, got {value!r}")
+    kind = type(default).__name__
+    article = "an" if kind[0] in "aeiou" else "a"
+    raise ConfigError(f"config key {key!r} must be {article} {kind}, got {value!r}")
 
 
 def config_from_dict(cls: type[T], data: dict, prefix: str = "") -> T:
