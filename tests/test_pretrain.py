@@ -182,3 +182,30 @@ def test_cli_runs_writes_config_and_resumes(tmp_path, corpus, capsys):
     assert "done: step 6/6" in out.out and "resuming" in out.err
     assert main(["pretrain", "--write-config", str(tmp_path / "d.toml")]) == 0
     assert PretrainConfig.from_toml(tmp_path / "d.toml") == PretrainConfig()
+
+
+# --- init from another base (context extension) ----------------------------------------------
+
+
+def test_init_starts_from_the_given_base_and_checks_its_model(tmp_path, corpus):
+    """train.init loads another base's weights before step 0 (so the step-0 validation NLL on
+    the same windows equals that base's), a longer context included; a base of another model
+    shape is a CheckpointMismatchError naming the key."""
+    run(tiny_cfg(corpus), tmp_path / "short")
+    short, _ = load_base(tmp_path / "short")
+    longer = dataclasses.replace(tiny_cfg(corpus, init=str(tmp_path / "short")),
+                                 data=dataclasses.replace(tiny_cfg(corpus).data, context=48))
+    result = run(longer, tmp_path / "long", stop_after=1)
+    fresh = run(dataclasses.replace(longer, train=dataclasses.replace(longer.train, init="")),
+                tmp_path / "fresh", stop_after=1)
+    from megacontext.data import load_documents, split_documents, validation_windows
+
+    split = split_documents(load_documents([corpus]), 0.3)
+    vx, vy = validation_windows(split.validation, 48, 4)
+    want = validation_nll(short, vx, vy)
+    assert math.isclose(result["curve"][0]["val_nll"], want, abs_tol=1e-5), (result["curve"], want)
+    assert not math.isclose(fresh["curve"][0]["val_nll"], want, abs_tol=1e-3)
+    wider = PretrainConfig.from_dict(longer.to_dict() | {"model": {"n_layer": 1, "n_head": 2,
+                                                                   "n_embd": 32}})
+    with pytest.raises(CheckpointMismatchError, match="n_embd"):
+        run(wider, tmp_path / "wider")

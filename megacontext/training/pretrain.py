@@ -133,8 +133,13 @@ class TrainConfig:
     # shared 2-core machine (load ~8) one thread measured 4,000 tokens/s, two 1,700
     threads: int = 1
     evals: int = 8  # validation points (each followed by a checkpoint), plus step 0
+    # A base checkpoint (run directory or checkpoint/) whose model weights start this run, e.g.
+    # to extend a 512-byte base to a longer context; its model config must equal [model]. The
+    # optimizer starts fresh. "" (default): random initialisation from `seed`.
+    init: str = ""
 
     def __post_init__(self):
+        _check(isinstance(self.init, str), "train.init", self.init, "a path (string)")
         for k, lo in (("seed", 0), ("batch_size", 1), ("steps", 1), ("warmup_steps", 0),
                       ("threads", 0), ("evals", 1)):
             v = getattr(self, k)
@@ -302,6 +307,17 @@ def _run(cfg, run_dir, resume, minutes, stop_after, progress, out) -> dict:
 
     torch.manual_seed(cfg.train.seed)
     model = TinyGPT(cfg.model.tiny_gpt())
+    if cfg.train.init and not resume:
+        init_states, init_manifest = load_checkpoint(cfg.train.init, kind=KIND)
+        init_model = init_manifest.get("config", {}).get("model")
+        diffs = config_differences({"model": init_model}, {"model": config_to_dict(cfg.model)})
+        if diffs:
+            raise CheckpointMismatchError(
+                f"train.init={cfg.train.init!r}: its model config differs from [model]: "
+                + "; ".join(diffs))
+        model.load_state_dict(init_states["model"])
+        print(f"initialised from {cfg.train.init!r} (step {init_manifest.get('step')})",
+              file=out)
     opt = make_optimizer(model, cfg.train)
     curve: list[dict] = []
     step, elapsed_before, train_loss = 0, 0.0, float("nan")
