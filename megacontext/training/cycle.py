@@ -25,6 +25,10 @@ tree in use is re-gisted by construction, and B2's labels are regenerated after 
 
 Determinism: every phase draws from its own generator seeded by (seed, phase index), so a run
 resumed from the checkpoint of phase i repeats phases i+1.. bit for bit (same thread count).
+
+Under torchrun (contract §13.3): each phase's step loss is one `PhaseLoss` forward wrapped in
+DistributedDataParallel (gloo); rank r takes the batch items and labels the label snapshots
+whose index is ≡ r mod world, the label shards are gathered, and only rank 0 writes.
 """
 
 from __future__ import annotations
@@ -47,7 +51,7 @@ from torch.nn.utils.rnn import pad_sequence
 
 from ..controller.config import MCConfig
 from ..controller.lod_map import render_lod_map
-from ..errors import ConfigError, InputError, MegaContextError
+from ..errors import ConfigError, InputError, InvariantError, MegaContextError
 from ..models.gistnet import GistNet, GistNetConfig
 from ..models.lensnet import LensNet, LensNetConfig, lens_features, tail_gists
 from ..models.tiny_gpt import LoRALinear, TinyGPT, TinyGPTConfig
@@ -351,30 +355,56 @@ def lens_item(snap_tree, wc, T, mc, targets, mask, weight, legality_mask: bool) 
 
 def make_labels(cfg: TrainConfig, models: Models, windows: Windows, policy: str, n: int,
                 g: torch.Generator, phase: str) -> LabelPool:
-    """Label `n` fresh snapshots under `policy` with the current models (contract §12)."""
-    mc, lc = cfg.mc, cfg.loss
-    items = []
-    for _ in range(n):
+    """Label `n` fresh snapshots under `policy` with the current models (contract §12).
+
+    Under torchrun every rank draws the same n (seed, window) pairs, labels only the snapshots
+    whose index is ≡ rank mod world, and the shards are gathered (in index order) so every rank
+    holds the same pool as a single process; the stamp then records `labelled_by_rank` (the
+    snapshot indices each rank reported labelling) (contract §13.3).
+    """
+    rank, world = dist_info()
+    per_snap: list[list[LensItem] | None] = []
+    for i in range(n):
         seed = int(torch.randint(2**31, (1,), generator=g))
-        snap = take_snapshot(cfg, models, windows.sample(g), policy, seed)
-        if lc.target_mode == "utilities":
-            lab = label_snapshot(models.base, snap.tree, snap.wc, snap.T, snap.future, mc,
-                                 max_candidates=lc.max_candidates, seed=seed)
-            t, m = lens_targets_from_utilities(snap.wc, lab.expand_gain, lab.collapse_loss,
-                                               snap.T, mc, lc.price)
-            items.append(lens_item(snap.tree, snap.wc, snap.T, mc, t, m, 1.0, lc.legality_mask))
-        else:
-            b = best_variant_labels(models.base, snap.tree, snap.wc, snap.T, snap.future, mc,
-                                    n_variants=lc.n_variants, seed=seed)
-            w = b.weights.tolist() if lc.variant_weights else [1.0] * len(b.variants)
-            for v, t, m, wt in zip(b.variants, b.targets, b.masks, w, strict=True):
-                items.append(lens_item(snap.tree, v, snap.T, mc, t, m, wt, lc.legality_mask))
+        ids = windows.sample(g)
+        if i % world != rank:  # another rank's share (the draws above keep every rank in step)
+            per_snap.append(None)
+            continue
+        snap = take_snapshot(cfg, models, ids, policy, seed)
+        per_snap.append(label_items(cfg, models, snap, seed))
     stamp = {"phase": phase, "policy": policy, "base_sha256": base_frozen_sha(models.base),
              "lora_sha256": state_sha256(models.state("lora")),
              "gistnet_sha256": state_sha256(models.state("gistnet")),
              "lensnet_sha256": state_sha256(models.state("lensnet")),
-             "target_mode": lc.target_mode, "snapshots": n}
+             "target_mode": cfg.loss.target_mode, "snapshots": n}
+    if world > 1:
+        shards = all_gather_object([(i, its) for i, its in enumerate(per_snap) if its is not None])
+        per_snap = [None] * n
+        for shard in shards:
+            for i, its in shard:
+                per_snap[i] = its
+        stamp["labelled_by_rank"] = [[i for i, _ in shard] for shard in shards]
+        missing = [i for i, its in enumerate(per_snap) if its is None]
+        if missing:
+            raise InvariantError(f"label snapshots {missing} were labelled by no rank")
+    items = [it for its in per_snap for it in its]
     return LabelPool(items, gist_version(models.gistnet), stamp)
+
+
+def label_items(cfg: TrainConfig, models: Models, snap: Snapshot, seed: int) -> list[LensItem]:
+    """The lens items of one snapshot: one (utilities) or one per variant (best_variants)."""
+    mc, lc = cfg.mc, cfg.loss
+    if lc.target_mode == "utilities":
+        lab = label_snapshot(models.base, snap.tree, snap.wc, snap.T, snap.future, mc,
+                             max_candidates=lc.max_candidates, seed=seed)
+        t, m = lens_targets_from_utilities(snap.wc, lab.expand_gain, lab.collapse_loss,
+                                           snap.T, mc, lc.price)
+        return [lens_item(snap.tree, snap.wc, snap.T, mc, t, m, 1.0, lc.legality_mask)]
+    b = best_variant_labels(models.base, snap.tree, snap.wc, snap.T, snap.future, mc,
+                            n_variants=lc.n_variants, seed=seed)
+    w = b.weights.tolist() if lc.variant_weights else [1.0] * len(b.variants)
+    return [lens_item(snap.tree, v, snap.T, mc, t, m, wt, lc.legality_mask)
+            for v, t, m, wt in zip(b.variants, b.targets, b.masks, w, strict=True)]
 
 
 def lens_weights(cfg: TrainConfig) -> LensLossWeights:
@@ -387,14 +417,15 @@ def lens_batch_loss(cfg: TrainConfig, models: Models, pool: LabelPool, g: torch.
     w = lens_weights(cfg)
     pick = torch.randint(len(pool.items), (batch,), generator=g).tolist()
     rank, world = dist_info()
-    if world > 1:  # this rank's share of the batch, normalised by the global weight sum
+    if world > 1:  # this rank's share (items ≡ rank mod world) of the global weighted mean,
+        # x world because DDP averages the ranks' gradients (contract §13.3)
         wall = sum(pool.items[i].weight for i in pick)
         mine = pick[rank::world]
         total = sum(pool.items[i].weight * lens_loss(
             models.lensnet(pool.items[i].x, pool.items[i].feats, tail=pool.items[i].tail),
             pool.items[i].targets, pool.items[i].mask, pool.items[i].wc, cfg.mc, w).total
             for i in mine)
-        return total / wall, {}
+        return total * (world / wall), {}
     total, wsum = 0.0, 0.0
     terms = {"reg": 0.0, "pref": 0.0, "rank": 0.0, "budget": 0.0}
     ss, ts = [], []
@@ -428,21 +459,33 @@ def dist_info() -> tuple[int, int]:
 
 
 def maybe_init_distributed() -> None:
-    """Join the process group torchrun describes (WORLD_SIZE > 1): gloo on CPU, nccl on GPU."""
+    """Join the process group torchrun describes (WORLD_SIZE > 1). The reference trainer keeps
+    every tensor on the CPU, so the backend is gloo."""
     import torch.distributed as dist
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and dist.is_available() and \
             not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        dist.init_process_group("gloo")
 
 
-def all_reduce_grads(params: list[nn.Parameter]) -> None:
-    """Sum every parameter's gradient over the ranks (each rank's loss is its share of the
-    global batch mean, so the sum is the full-batch gradient, as DDP would average it)."""
+def all_gather_object(obj) -> list:
+    """[obj of rank 0, obj of rank 1, ...] (every rank gets the list); [obj] outside torchrun."""
     import torch.distributed as dist
-    for p in params:
-        if p.grad is None:
-            p.grad = torch.zeros_like(p)
-        dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
+    _, world = dist_info()
+    if world == 1:
+        return [obj]
+    out = [None] * world
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def all_reduce_int(n: int) -> int:
+    """The sum of `n` over the ranks (n itself outside torchrun)."""
+    import torch.distributed as dist
+    if dist_info()[1] == 1:
+        return n
+    t = torch.tensor([n], dtype=torch.int64)
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return int(t.item())
 
 
 # --- the phases -----------------------------------------------------------------------------
@@ -499,49 +542,109 @@ def set_trainable(models: Models, module: str) -> list[nn.Parameter]:
     return params
 
 
-def phase_step_loss(cfg: TrainConfig, models: Models, phase: Phase, windows: Windows,
-                    g: torch.Generator, batch: int, pool: LabelPool | None,
-                    prev: GistNet | None) -> tuple[torch.Tensor | None, dict, int]:
-    """(mean loss over the batch or None, metrics, tokens read) for one optimizer step."""
+@dataclass
+class StepInputs:
+    """What one optimizer step of a phase reads: this rank's snapshots (with their own
+    generators) or, in a lens phase, the label pool and the phase generator the batch is
+    drawn from. `count` is the number of batch items with a loss over ALL ranks."""
+
+    snaps: list[tuple[Snapshot, torch.Generator]]
+    tokens: int
+    count: int
+    batch: int
+    g: torch.Generator | None = None
+    pool: LabelPool | None = None
+    prev: GistNet | None = None
+
+
+def phase_inputs(cfg: TrainConfig, models: Models, phase: Phase, windows: Windows,
+                 g: torch.Generator, batch: int, pool: LabelPool | None,
+                 prev: GistNet | None) -> StepInputs:
+    """Draw one step's batch. Every rank draws the same seeds and windows; rank r builds only
+    the snapshots whose batch index is ≡ r mod world (contract §13.3)."""
     if phase.module == "lensnet":
-        loss, m = lens_batch_loss(cfg, models, pool, g, batch)
-        return loss, m, 0
+        return StepInputs([], 0, batch, batch, g=g, pool=pool)
     policy = "recency" if phase.key == "warm_gist" else "lens"
     rank, world = dist_info()
-    losses, metrics, tokens = [], {}, 0
+    snaps, tokens = [], 0
     for b in range(batch):
         seed = int(torch.randint(2**31, (1,), generator=g))
         ids = windows.sample(g)
-        if b % world != rank:  # under torchrun each rank takes every world-th snapshot
+        if b % world != rank:
             continue
         gb = torch.Generator().manual_seed(seed)  # the snapshot's own draws (span picks)
-        snap = take_snapshot(cfg, models, ids, policy, seed)
+        snaps.append((take_snapshot(cfg, models, ids, policy, seed), gb))
         tokens += cfg.history + cfg.horizon
-        if phase.module == "gistnet":
-            out = substitutability(cfg, models, snap, gb, prev)
-            if out is None:
-                continue
-            loss, m = out
-        else:  # lora: task NLL@H on the policy's WC + a weak keep-alive
-            check_version("the snapshot's tree", snap.gist_version, models)
-            vec = snap.tree.gather(snap.wc)
-            logits = horizon_logits(models.base, [(vec, snap.wc.positions(cfg.mc))], snap.T,
-                                    snap.future)
-            task = F.cross_entropy(logits[0], snap.future)
-            loss, m = task, {"task_nll": float(task.detach())}
-            if cfg.loss.keep_alive > 0:
-                keep = substitutability(cfg, models, snap, gb)
-                if keep is not None:
-                    loss = loss + cfg.loss.keep_alive * keep[0]
-                    m["keep_alive_kl"] = keep[1]["kl"]
-        losses.append(loss)
-        for k, v in m.items():
-            metrics[k] = metrics.get(k, 0.0) + v / batch
-    if world > 1:  # share of the global mean (sum over ranks = the full-batch mean)
-        return (torch.stack(losses).sum() / batch if losses else None), metrics, tokens
-    if not losses:
-        return None, metrics, tokens
-    return torch.stack(losses).mean(), metrics, tokens
+    # a GistNet phase has a loss only on snapshots whose WC holds a gist
+    mine = len(snaps) if phase.module == "lora" else sum(
+        1 for s, _ in snaps if bool((s.wc.lods >= 1).any()))
+    return StepInputs(snaps, tokens, all_reduce_int(mine), batch, prev=prev)
+
+
+class PhaseLoss(nn.Module):
+    """One phase's whole step loss as ONE forward (every GistNet / LensNet / base call of the
+    step inside it), so DistributedDataParallel sees one forward per backward.
+
+    `trained` (the registered submodule) is the phase's module: GistNet, LensNet, or the base
+    with its LoRA adapters (the only base parameters that require gradients; DDP ignores the
+    frozen ones). forward(StepInputs) -> (loss: scalar float32 tensor or None, metrics).
+
+    Single process: the mean over the batch items that have a loss (bit-identical to the
+    pre-DDP trainer). World w > 1: this rank's sum x w / (items with a loss on all ranks), so
+    DDP's gradient average over ranks is the full-batch mean's gradient (contract §13.3).
+    """
+
+    def __init__(self, cfg: TrainConfig, models: Models, phase: Phase):
+        super().__init__()
+        self.cfg, self.models, self.phase = cfg, models, phase
+        self.trained = models.base if phase.module == "lora" else getattr(models, phase.module)
+
+    def forward(self, inp: StepInputs) -> tuple[torch.Tensor | None, dict]:
+        cfg, models = self.cfg, self.models
+        if self.phase.module == "lensnet":
+            return lens_batch_loss(cfg, models, inp.pool, inp.g, inp.batch)
+        _, world = dist_info()
+        losses, metrics = [], {}
+        for snap, gb in inp.snaps:
+            if self.phase.module == "gistnet":
+                out = substitutability(cfg, models, snap, gb, inp.prev)
+                if out is None:
+                    continue
+                loss, m = out
+            else:  # lora: task NLL@H on the policy's WC + a weak keep-alive
+                check_version("the snapshot's tree", snap.gist_version, models)
+                vec = snap.tree.gather(snap.wc)
+                logits = horizon_logits(models.base, [(vec, snap.wc.positions(cfg.mc))],
+                                        snap.T, snap.future)
+                task = F.cross_entropy(logits[0], snap.future)
+                loss, m = task, {"task_nll": float(task.detach())}
+                if cfg.loss.keep_alive > 0:
+                    keep = substitutability(cfg, models, snap, gb)
+                    if keep is not None:
+                        loss = loss + cfg.loss.keep_alive * keep[0]
+                        m["keep_alive_kl"] = keep[1]["kl"]
+            losses.append(loss)
+            for k, v in m.items():
+                metrics[k] = metrics.get(k, 0.0) + v / inp.batch
+        if world == 1:
+            return (torch.stack(losses).mean() if losses else None), metrics
+        if not losses:  # other ranks have items: join the backward with a zero that reads the
+            # level-1 GistNet every gist uses (DDP then sums this rank's exact zeros)
+            snap = inp.snaps[0][0]
+            x = snap.tree.level(0)[: cfg.mc.block_size]
+            return models.gistnet(x[None], 1).sum() * 0.0, metrics
+        return torch.stack(losses).sum() * (world / inp.count), metrics
+
+
+def wrap_distributed(module: PhaseLoss) -> nn.Module:
+    """`module` itself in a single process; under torchrun a DistributedDataParallel around it
+    (gloo). find_unused_parameters for GistNet (a step may only use some levels' weights) and
+    LensNet (its tail weights go unused when a WC has no tail gists); not for LoRA."""
+    if dist_info()[1] == 1:
+        return module
+    return nn.parallel.DistributedDataParallel(
+        module, broadcast_buffers=False,
+        find_unused_parameters=module.phase.module != "lora")
 
 
 @dataclass
@@ -565,6 +668,7 @@ def run_phase(cfg: TrainConfig, models: Models, phase: Phase, windows: Windows,
         prev = copy.deepcopy(models.gistnet).requires_grad_(False)
     params = set_trainable(models, phase.module)
     _, world = dist_info()
+    step_loss = wrap_distributed(PhaseLoss(cfg, models, phase))
     opt = torch.optim.AdamW(params, lr=pc.lr, betas=(0.9, 0.95), weight_decay=pc.weight_decay)
     bar = _bar(pc.steps, phase.label, progress)
     t0, tokens, last = time.perf_counter(), 0, {}
@@ -574,21 +678,22 @@ def run_phase(cfg: TrainConfig, models: Models, phase: Phase, windows: Windows,
         for group in opt.param_groups:
             group["lr"] = lr
         opt.zero_grad(set_to_none=True)
-        loss, m, n_tok = phase_step_loss(cfg, models, phase, windows, g, pc.batch, pool, prev)
-        tokens += n_tok
-        if world > 1:
-            if loss is not None:
-                loss.backward()
-            all_reduce_grads(params)
+        inp = phase_inputs(cfg, models, phase, windows, g, pc.batch, pool, prev)
+        tokens += inp.tokens
+        # no item with a loss on any rank: no forward, no step (on every rank alike)
+        loss, m = step_loss(inp) if inp.count else (None, {})
+        if loss is not None:
+            loss.backward()  # under DDP the gradients are averaged over the ranks here
             gnorm = float(torch.nn.utils.clip_grad_norm_(params, pc.grad_clip))
             opt.step()
-            m = {"loss_share": float(loss.detach()) if loss is not None else 0.0,
-                 "grad_norm": gnorm, **m}
-        elif loss is not None:
-            loss.backward()
-            gnorm = float(torch.nn.utils.clip_grad_norm_(params, pc.grad_clip))
-            opt.step()
-            m = {"loss": float(loss.detach()), "grad_norm": gnorm, **m}
+            if world > 1:  # rank 0 logs the global batch's metrics, as one process would
+                merged: dict = {}
+                for d in all_gather_object({"loss": float(loss.detach()) / world, **m}):
+                    for k, v in d.items():
+                        merged[k] = merged.get(k, 0.0) + v
+                m = {"loss": merged.pop("loss"), "grad_norm": gnorm, **merged}
+            else:
+                m = {"loss": float(loss.detach()), "grad_norm": gnorm, **m}
         elapsed = time.perf_counter() - t0
         row = {"phase": phase.label, "module": phase.module, "step": step, "lr": lr,
                "tokens_per_s": tokens / elapsed if elapsed > 0 else 0.0, **m}
@@ -613,6 +718,7 @@ def run_phase(cfg: TrainConfig, models: Models, phase: Phase, windows: Windows,
             "loss", "kl", "task_nll", "spearman")} | {"tok/s": f"{row['tokens_per_s']:.0f}"})
         bar.update(1)
     bar.close()
+    del step_loss  # a DDP wrapper's reducer hooks must not outlive its phase
     for p in params:
         p.requires_grad_(False)
     return PhaseResult(phase, pc.steps, last, None, pool.stamp if pool else None)
@@ -744,7 +850,12 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike | None = None,
     plan = phase_plan(cfg)
     torch.set_num_threads(cfg.threads)
     maybe_init_distributed()
-    rank, _ = dist_info()
+    rank, world = dist_info()
+    for phase in plan:  # every rank needs an item of every step's batch (contract §13.3)
+        batch = getattr(cfg.phases, phase.key).batch
+        if batch < world:
+            raise ConfigError(f"phases.{phase.key}.batch = {batch} < world size {world}: under "
+                              f"torchrun every rank takes at least one item of each batch")
     run_dir = Path(run_dir) if run_dir is not None else None
     start = 0
     manifest = None
