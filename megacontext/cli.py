@@ -14,15 +14,19 @@ from importlib import metadata
 
 # name -> (module providing add_arguments/run, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("megacontext.demo", "run a synthetic MegaContext session and print LOD maps"),
-    "train": ("megacontext.train", "alternating GistNet / LensNet / LoRA training (warm start, "
-              "B1-B2-B3 cycles)"),
-    "report": ("megacontext.report", "PNG plots of a training run directory"),
-    "evaluate": ("megacontext.evaluate", "loss@H of policies x budgets on held-out text "
-                 "(Markdown table)"),
-    "label": ("megacontext.label", "write counterfactual ΔNLL label tables (Parquet)"),
-    "run": ("megacontext.run", "stream a file through a MegaContext session (LOD maps, metrics)"),
-    "pretrain": ("megacontext.pretrain", "train the byte-level base TinyGPT on the stdlib corpus"),
+    "demo": ("megacontext.commands.demo",
+             "run a synthetic MegaContext session and print LOD maps"),
+    "pretrain": ("megacontext.commands.pretrain",
+                 "train the byte-level base TinyGPT on the stdlib corpus"),
+    "run": ("megacontext.commands.run",
+            "stream a file through a MegaContext session (LOD maps, metrics)"),
+    "label": ("megacontext.commands.label",
+              "write counterfactual ΔNLL label tables (Parquet)"),
+    "evaluate": ("megacontext.commands.evaluate",
+                 "loss@H of policies x budgets on held-out text (Markdown table)"),
+    "train": ("megacontext.commands.train",
+              "alternating GistNet / LensNet / LoRA training (warm start, B1-B2-B3 cycles)"),
+    "report": ("megacontext.commands.report", "PNG plots of a training run directory"),
 }
 
 SEED_MAX = 2**63 - 1

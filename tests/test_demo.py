@@ -6,12 +6,12 @@ import io
 import torch
 
 from megacontext import MCConfig, build_working_context
-from megacontext.demo import LEGEND, eviction_note, run_demo, section_baseline
+from megacontext.commands.demo import LEGEND, eviction_note, run_demo, section_baseline
 
 
 def test_demo_starts_with_a_legend_of_every_map_character(monkeypatch):
     """Every character render_lod_map can print ('.', digits, ',', ' ') is explained first."""
-    monkeypatch.setattr("megacontext.demo.SECTIONS", [])
+    monkeypatch.setattr("megacontext.commands.demo.SECTIONS", [])
     out = io.StringIO()
     run_demo(seed=0, out=out)
     text = out.getvalue()

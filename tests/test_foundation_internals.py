@@ -42,7 +42,7 @@ def test_demo_runs_and_is_deterministic_in_its_maps(capsys):
 
 
 def test_demo_section_baseline_gathers_the_wc():
-    from megacontext.demo import section_baseline
+    from megacontext.commands.demo import section_baseline
 
     out = io.StringIO()
     section_baseline(torch.Generator().manual_seed(0), out)

@@ -66,12 +66,13 @@ def test_polarity_alarm_warns_loudly_and_can_stop_the_run(tmp_path):
     rows = [json.loads(x) for x in (tmp_path / "warn" / "metrics.jsonl").read_text().splitlines()]
     alarms = [r for r in rows if r.get("alarm") == "polarity"]
     assert alarms and all(r["spearman"] < 0 for r in alarms), rows
-    with pytest.raises(cycle.PolarityAlarm, match="stop_on_polarity"):
+    with pytest.raises(cycle.PolarityAlarm, match="stop_on_polarity"), \
+            pytest.warns(UserWarning, match="POLARITY ALARM"):
         cycle.train(_lens_only(polarity_window=1, stop_on_polarity=True), tmp_path / "stop")
 
 
 def test_report_writes_every_plot_as_png(tmp_path):
-    from megacontext.report import report
+    from megacontext.commands.report import report
     data = {k: (dict(v) if isinstance(v, dict) else v) for k, v in TINY.items()}
     data["phases"] = {k: {"steps": 0} for k in ("warm_gist", "warm_lens", "b1", "b2", "b3")}
     data["phases"]["warm_lens"] = dict(TINY["phases"]["warm_lens"])

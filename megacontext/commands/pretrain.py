@@ -28,7 +28,7 @@ def positive_float(text: str) -> float:
 
 def add_arguments(parser) -> None:
     """`megacontext pretrain` options."""
-    from .cli import positive_int, seed_type
+    from ..cli import positive_int, seed_type
 
     parser.add_argument("--config", metavar="FILE",
                         help="TOML config (default: the built-in PretrainConfig; with --resume: "
@@ -56,7 +56,7 @@ def add_arguments(parser) -> None:
 def resolve_config(args):
     from pathlib import Path
 
-    from .training.pretrain import CONFIG_FILE, PretrainConfig
+    from ..training.pretrain import CONFIG_FILE, PretrainConfig
 
     if args.config is not None:
         cfg = PretrainConfig.from_toml(args.config)
@@ -74,8 +74,8 @@ def resolve_config(args):
 
 
 def run(args) -> int:
-    from .errors import MegaContextError
-    from .training.pretrain import pretrain
+    from ..errors import MegaContextError
+    from ..training.pretrain import pretrain
 
     try:
         cfg = resolve_config(args)

@@ -21,11 +21,11 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from .cli import positive_int, seed_type
-from .controller.config import MCConfig
-from .errors import InputError, MegaContextError
-from .runtime.loading import load_base, read_ids, write_text_atomic
-from .runtime.session import POLICIES, full_context_nll, policy_nll
+from ..cli import positive_int, seed_type
+from ..controller.config import MCConfig
+from ..errors import InputError, MegaContextError
+from ..runtime.loading import load_base, read_ids, write_text_atomic
+from ..runtime.session import POLICIES, full_context_nll, policy_nll
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -66,7 +66,7 @@ def parse_budgets(text: str, history: int) -> list[int]:
 def heldout_documents(n: int, min_bytes: int) -> list[tuple[str, torch.Tensor]]:
     """(name, ids) of the first n held-out (validation split) standard-library files with at
     least min_bytes bytes, by name (`megacontext.data.corpus`, contract §16)."""
-    from .data.corpus import load_documents, split_documents
+    from ..data.corpus import load_documents, split_documents
 
     docs = [d for d in split_documents(load_documents(("stdlib",))).validation
             if len(d) >= min_bytes][:n]
@@ -119,7 +119,7 @@ def _run(args, out) -> int:
     base, base_sha, base_desc = load_base(args.base, args.seed)
     lensnet = None
     if "lens" in policies:
-        from .models.lensnet import LensNet, LensNetConfig
+        from ..models.lensnet import LensNet, LensNetConfig
 
         torch.manual_seed(args.seed)
         lensnet = LensNet(LensNetConfig(d_in=base.embed(torch.zeros(1, dtype=torch.int64))

@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from .errors import MegaContextError
+from ..errors import MegaContextError
 
 
 def add_arguments(parser) -> None:
@@ -26,9 +26,9 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from .training.cycle import evaluate, train
-    from .training.text import split_windows
-    from .training.train_config import (
+    from ..training.cycle import evaluate, train
+    from ..training.text import split_windows
+    from ..training.train_config import (
         TrainConfig,
         config_to_dict,
         dict_to_toml,

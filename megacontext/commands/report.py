@@ -22,7 +22,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .errors import InputError, MegaContextError
+from ..errors import InputError, MegaContextError
 
 
 def add_arguments(parser) -> None:
@@ -46,11 +46,11 @@ def report(run_dir: str | os.PathLike) -> list[Path]:
     import numpy as np
     import torch
 
-    from .controller.working_context import as_numpy
-    from .runtime.session import MegaContextSession
-    from .training.cycle import train
-    from .training.text import split_windows
-    from .training.train_config import load_train_config
+    from ..controller.working_context import as_numpy
+    from ..runtime.session import MegaContextSession
+    from ..training.cycle import train
+    from ..training.text import split_windows
+    from ..training.train_config import load_train_config
 
     run = Path(run_dir)
     metrics = run / "metrics.jsonl"

@@ -15,15 +15,15 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from .cli import positive_int, seed_type
-from .controller.config import MCConfig
-from .controller.lod_map import render_lod_map
-from .errors import MegaContextError
-from .models.lensnet import LensNet, LensNetConfig, lens_features, tail_gists
-from .runtime.labels import label_snapshot
-from .runtime.loading import load_base, read_ids
-from .runtime.session import POLICIES, MegaContextSession
-from .runtime.telemetry import RunTelemetry
+from ..cli import positive_int, seed_type
+from ..controller.config import MCConfig
+from ..controller.lod_map import render_lod_map
+from ..errors import MegaContextError
+from ..models.lensnet import LensNet, LensNetConfig, lens_features, tail_gists
+from ..runtime.labels import label_snapshot
+from ..runtime.loading import load_base, read_ids
+from ..runtime.session import POLICIES, MegaContextSession
+from ..runtime.telemetry import RunTelemetry
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

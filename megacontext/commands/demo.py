@@ -10,12 +10,12 @@ from typing import TextIO
 
 import torch
 
-from .controller.allocator import focus_step
-from .controller.config import MCConfig
-from .controller.lod_map import render_lod_map
-from .controller.working_context import WorkingContext, append_tokens, build_working_context
-from .models.lensnet import LensNet, LensNetConfig, lens_features
-from .models.tree import MegaContextTree
+from ..controller.allocator import focus_step
+from ..controller.config import MCConfig
+from ..controller.lod_map import render_lod_map
+from ..controller.working_context import WorkingContext, append_tokens, build_working_context
+from ..models.lensnet import LensNet, LensNetConfig, lens_features
+from ..models.tree import MegaContextTree
 
 DEMO_CFG = MCConfig(block_size=16, max_lod=2, budget=256, recent_tokens=48)
 DEMO_DIM = 64
@@ -138,7 +138,7 @@ SECTIONS = [section_baseline, section_focus, section_lensnet]
 
 def add_arguments(parser) -> None:
     """`megacontext demo` options."""
-    from .cli import seed_type
+    from ..cli import seed_type
 
     parser.add_argument("--seed", type=seed_type, default=0,
                         help="seed of the synthetic session, in [0, 2**63 - 1] (default 0)")

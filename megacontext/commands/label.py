@@ -18,14 +18,14 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from .cli import positive_int, seed_type
-from .controller.config import MCConfig
-from .controller.legality import legal_actions
-from .errors import InputError, MegaContextError
-from .runtime.labels import label_snapshot
-from .runtime.loading import load_base, read_ids
-from .runtime.session import MegaContextSession
-from .runtime.tables import is_labeled, write_snapshot_labels
+from ..cli import positive_int, seed_type
+from ..controller.config import MCConfig
+from ..controller.legality import legal_actions
+from ..errors import InputError, MegaContextError
+from ..runtime.labels import label_snapshot
+from ..runtime.loading import load_base, read_ids
+from ..runtime.session import MegaContextSession
+from ..runtime.tables import is_labeled, write_snapshot_labels
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
