@@ -41,7 +41,7 @@ class BaseSection:
     config.model gives the TinyGPT shape); "" builds a seeded TinyGPT of the shape below and
     trains it for `pretrain_steps` full-context steps on the training text (tiny runs, tests)."""
 
-    checkpoint: str = "artifacts/base"  # a `megacontext pretrain` run (or checkpoint) dir
+    checkpoint: str = "runs/base4k"  # a `megacontext pretrain` run (or checkpoint) dir
     n_layer: int = 4
     n_head: int = 4
     n_embd: int = 128
