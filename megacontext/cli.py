@@ -23,6 +23,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "label": ("megacontext.label", "write counterfactual ΔNLL label tables (Parquet)"),
     "run": ("megacontext.run", "stream a file through a MegaContext session (LOD maps, metrics)"),
     "pretrain": ("megacontext.pretrain", "train the byte-level base TinyGPT on the stdlib corpus"),
+    "poc": ("megacontext.poc.cli", "the proof of concept end to end: pretrain, train, evaluate, "
+            "report (learned focus vs baselines at equal budget)"),
 }
 
 SEED_MAX = 2**63 - 1
