@@ -83,12 +83,28 @@ def parse_budget(text: str, history: int, key: str) -> int:
     return slots
 
 
+def _default_pretrain() -> PretrainConfig:
+    c = PretrainConfig()
+    return dataclasses.replace(c, data=dataclasses.replace(c.data, context=1088, val_windows=16),
+                               train=dataclasses.replace(c.train, batch_size=4, evals=6))
+
+
+def _default_train() -> TrainConfig:
+    c = TrainConfig()
+    return dataclasses.replace(c, history=1024, horizon=64,
+                               mc=dataclasses.replace(c.mc, budget=128, recent_tokens=64),
+                               base=dataclasses.replace(c.base, checkpoint=""))
+
+
 @dataclass(frozen=True)
 class PocConfig:
+    """The study. Defaults: a 1,024-byte history + H = 64 (the base pretrained on 1,088-byte
+    windows), budget 128 slots (1/8) in training; omitted keys of a TOML file take these."""
+
     base: str = ""
     pretrain_minutes: float = 0.0
-    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
+    pretrain: PretrainConfig = field(default_factory=_default_pretrain)
+    train: TrainConfig = field(default_factory=_default_train)
     eval: EvalSection = field(default_factory=EvalSection)
 
     def check(self) -> None:
@@ -129,12 +145,15 @@ def poc_config_from_dict(data: dict) -> PocConfig:
     minutes = data.get("pretrain_minutes", 0.0)
     if isinstance(minutes, bool) or not isinstance(minutes, int | float):
         raise ConfigError(f"config key 'pretrain_minutes' must be a number, got {minutes!r}")
+    default = PocConfig()
     try:
-        pre = PretrainConfig.from_dict(data.get("pretrain", {}))
+        pre = PretrainConfig.from_dict(_merge(default.pretrain.to_dict(),
+                                              data.get("pretrain", {})))
     except ConfigError as e:
         raise ConfigError(f"[pretrain] {e}") from None
     try:
-        train = train_config_from_dict(data.get("train", {}))
+        train = train_config_from_dict(_merge(config_to_dict(default.train),
+                                              data.get("train", {})))
     except ConfigError as e:
         raise ConfigError(f"[train] {e}") from None
     ev = config_from_dict(EvalSection, data.get("eval", {}), "eval.")
@@ -142,6 +161,16 @@ def poc_config_from_dict(data: dict) -> PocConfig:
                     eval=ev)
     cfg.check()
     return cfg
+
+
+def _merge(default: dict, data) -> dict:
+    """`data` over `default`, table by table (a non-table `data` is left for the checks)."""
+    if not isinstance(data, dict):
+        return data
+    out = dict(default)
+    for k, v in data.items():
+        out[k] = _merge(default[k], v) if isinstance(default.get(k), dict) else v
+    return out
 
 
 def load_poc_config(path: str | Path) -> PocConfig:

@@ -22,6 +22,7 @@ actions per refocus (one refocus per completed K-byte block), residency in focus
 
 from __future__ import annotations
 
+import functools
 import math
 import statistics
 import time
@@ -72,6 +73,12 @@ class Systems:
 # --- data -----------------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=4)
+def validation_documents(sources: tuple[str, ...], val_fraction: float):
+    """The validation split (by file, `megacontext.data`) of `sources` (read once)."""
+    return split_documents(load_documents(sources), val_fraction).validation
+
+
 def _spread(ids: torch.Tensor, length: int, count: int) -> list[torch.Tensor]:
     n = ids.shape[0]
     if count == 1:
@@ -85,8 +92,7 @@ def heldout_windows(source: str, n: int, length: int, val_fraction: float) -> li
     `source`, spread over as many documents as hold one: [{name, offset, ids[length]}]."""
     if n == 0:
         return []
-    docs = [d for d in split_documents(load_documents((source,)), val_fraction).validation
-            if len(d) >= length]
+    docs = [d for d in validation_documents((source,), val_fraction) if len(d) >= length]
     if not docs:
         from ..errors import InputError
         raise InputError(f"no held-out {source!r} document holds history + horizon = "
@@ -108,8 +114,8 @@ def heldout_windows(source: str, n: int, length: int, val_fraction: float) -> li
 def long_range_task(cfg: PocConfig) -> LongRangeTask:
     """Long-range examples of history + 8 bytes over held-out text: the query ends exactly at
     the history, the 8 answer bytes are the horizon."""
-    docs = split_documents(load_documents(("stdlib", "pydoc")),
-                           cfg.pretrain.data.val_fraction).validation
+    docs = (validation_documents(("stdlib",), cfg.pretrain.data.val_fraction)
+            + validation_documents(("pydoc",), cfg.pretrain.data.val_fraction))
     return LongRangeTask(docs, length=cfg.train.history + 8, n_records=cfg.eval.n_records,
                          key_len=6, value_len=8, plant_within=cfg.eval.plant_within,
                          seed=cfg.eval.seed)
