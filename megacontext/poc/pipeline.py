@@ -86,7 +86,6 @@ def stage_pretrain(cfg: PocConfig, run_dir: Path, stages: Stages, progress: bool
     if rec is not None:
         _log(f"pretrain: done ({rec['artifact']}, val_nll {rec.get('val_nll')})", out)
         return rec["artifact"]
-    t0 = time.perf_counter()
     resume = (pdir / CHECKPOINT_DIR / "manifest.json").is_file() or (
         pdir / f".{CHECKPOINT_DIR}.previous" / "manifest.json").is_file()
     pcfg = cfg.pretrain
@@ -94,11 +93,26 @@ def stage_pretrain(cfg: PocConfig, run_dir: Path, stages: Stages, progress: bool
         saved = PretrainConfig.from_toml(pdir / CONFIG_FILE)
         pcfg = dataclasses.replace(pcfg, train=dataclasses.replace(
             pcfg.train, steps=saved.train.steps))
+        if pcfg.to_dict() != saved.to_dict():
+            raise ConfigError(f"{pdir / CONFIG_FILE}: a pretrain run of another config than "
+                              f"[pretrain]; use another --out")
+    if resume:
+        from ..training.checkpoint import read_manifest
+
+        man = read_manifest(pdir / CHECKPOINT_DIR)
+        if str(man.get("stopped") or "").startswith("time budget") or \
+                man.get("step") == saved.train.steps:
+            # a time-budgeted run that spent its budget (or ran all its steps) is finished
+            stages.mark("pretrain", sha, str(pdir), float(man["metrics"].get("elapsed_s", 0)),
+                        val_nll=man["metrics"].get("val_nll"), step=man.get("step"))
+            _log(f"pretrain: finished run found in {pdir} (step {man.get('step')}, "
+                 f"{man.get('stopped') or 'all steps'})", out)
+            return str(pdir)
     _log(f"pretrain: {'resuming' if resume else 'starting'} in {pdir}", out)
     summary = pretrain(pcfg, pdir, resume=resume,
                        minutes=(cfg.pretrain_minutes or None) if not resume else None,
                        progress=progress, out=out)
-    stages.mark("pretrain", sha, str(pdir), time.perf_counter() - t0,
+    stages.mark("pretrain", sha, str(pdir), float(summary["elapsed_s"]),
                 val_nll=summary["val_nll"], step=summary["step"])
     return str(pdir)
 
