@@ -33,7 +33,7 @@ TABLE_HEADS = [
     "| criterion | measured | limit | holds |",
     "| system | B=32 (1/4) | B=64 (1/2) |",
     "| system | answer NLL | exact match |",
-    "| system | corpus | swap rate | mean residency |",
+    "| system | corpus | swap rate | expands/block | mean residency | mean abs score |",
     "| metric | value |",
     "| ablation | corpus | loss@H | cost vs learned |",
 ]

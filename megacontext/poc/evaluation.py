@@ -171,8 +171,12 @@ def measure(item: dict, systems: Systems, ids: torch.Tensor, cfg: PocConfig) -> 
                  future)
     recs = [r for r in s.records if r.kind == "refocus"]
     ages = [a for r in recs for a in r.action_ages]
+    scored = [r for r in recs if not math.isnan(r.score_abs_mean)]
     out.update(refocus=len(recs), actions=sum(len(r.actions) for r in recs),
-               age_sum=sum(ages), age_n=len(ages), N=len(s.wc))
+               expands=sum(a.kind == "expand" for r in recs for a in r.actions),
+               age_sum=sum(ages), age_n=len(ages), N=len(s.wc),
+               score_abs_mean=_mean([r.score_abs_mean for r in scored]),
+               score_max=max((r.score_max for r in scored), default=math.nan))
     return out
 
 
@@ -276,6 +280,11 @@ def summarize(items: list[dict], cells: dict[str, dict], cfg: PocConfig, meta: d
                     "delta": _mean(deltas), "delta_se": _se(deltas),
                     "exact": _mean([float(c["exact"]) for _, c in rows]),
                     "swap_rate": acts / refs if refs else math.nan,
+                    "expand_rate": sum(c.get("expands", 0) for _, c in rows) / refs
+                    if refs else math.nan,
+                    "score_abs_mean": _mean([c["score_abs_mean"] for _, c in rows
+                                             if not math.isnan(c.get("score_abs_mean",
+                                                                     math.nan))]),
                     "mean_residency": age_s / age_n if age_n else math.nan,
                 }
     # paired differences against the learned system at the working budget (same windows)

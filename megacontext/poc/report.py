@@ -197,13 +197,15 @@ def render_report(summary: dict) -> str:
     lines += ["", "## Swap rate and residency", "",
               f"At the working budget {W}; swap rate in actions per refocus (one refocus per "
               f"K-byte block), residency = age in focus steps of the entries actions changed.",
-              "", "| system | corpus | swap rate | mean residency |", "| --- | --- | --- | --- |"]
+              "", "| system | corpus | swap rate | expands/block | mean residency | "
+              "mean abs score |", "| --- | --- | --- | --- | --- | --- |"]
     for s in ORDER[1:] + ABLATIONS:
         for corpus in ("coding", "prose"):
             c = _cell(summary, corpus, s)
             if c is not None:
                 lines.append(f"| {SYSTEM_NAMES[s]} | {corpus} | {_f(c['swap_rate'])} | "
-                             f"{_f(c['mean_residency'], 2)} |")
+                             f"{_f(c.get('expand_rate'))} | {_f(c['mean_residency'], 2)} | "
+                             f"{_f(c.get('score_abs_mean'))} |")
     lat = m["latency"]
     lines += ["", "## Latency", "",
               f"Learned system at budget {W}, medians over {lat['blocks']} K-blocks:", "",
