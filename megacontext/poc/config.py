@@ -91,18 +91,24 @@ def _default_pretrain() -> PretrainConfig:
 
 def _default_train() -> TrainConfig:
     c = TrainConfig()
-    return dataclasses.replace(c, history=1024, horizon=64,
-                               mc=dataclasses.replace(c.mc, budget=128, recent_tokens=64),
-                               base=dataclasses.replace(c.base, checkpoint=""))
+    return dataclasses.replace(
+        c, history=1024, horizon=64,
+        mc=dataclasses.replace(c.mc, budget=128, recent_tokens=64, expand_threshold=0.01),
+        base=dataclasses.replace(c.base, checkpoint=""),
+        phases=dataclasses.replace(c.phases, warm_lens=dataclasses.replace(
+            c.phases.warm_lens, steps=80, snapshots=16)),
+        loss=dataclasses.replace(c.loss, lens=dataclasses.replace(c.loss.lens,
+                                                                  target_scale=0.05)))
 
 
 @dataclass(frozen=True)
 class PocConfig:
     """The study. Defaults: a 1,024-byte history + H = 64 (the base pretrained on 1,088-byte
-    windows), budget 128 slots (1/8) in training; omitted keys of a TOML file take these."""
+    windows for 14 minutes), budget 128 slots (1/8) in training, the calibrated LensNet target
+    scale (0.05) and expand threshold (0.01); omitted keys of a TOML file take these."""
 
     base: str = ""
-    pretrain_minutes: float = 0.0
+    pretrain_minutes: float = 14.0
     pretrain: PretrainConfig = field(default_factory=_default_pretrain)
     train: TrainConfig = field(default_factory=_default_train)
     eval: EvalSection = field(default_factory=EvalSection)
