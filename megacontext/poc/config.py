@@ -93,7 +93,8 @@ def _default_train() -> TrainConfig:
     c = TrainConfig()
     return dataclasses.replace(
         c, history=1024, horizon=64,
-        mc=dataclasses.replace(c.mc, budget=128, recent_tokens=64, expand_threshold=0.01),
+        mc=dataclasses.replace(c.mc, budget=128, recent_tokens=64, expand_threshold=0.01,
+                              collapse_threshold=0.5),
         base=dataclasses.replace(c.base, checkpoint=""),
         phases=dataclasses.replace(c.phases, warm_lens=dataclasses.replace(
             c.phases.warm_lens, steps=80, snapshots=16)),
@@ -105,7 +106,7 @@ def _default_train() -> TrainConfig:
 class PocConfig:
     """The study. Defaults: a 1,024-byte history + H = 64 (the base pretrained on 1,088-byte
     windows for 14 minutes), budget 128 slots (1/8) in training, the calibrated LensNet target
-    scale (0.05) and expand threshold (0.01); omitted keys of a TOML file take these."""
+    scale (0.05), expand threshold (0.01) and collapse threshold (0.5); omitted keys of a TOML file take these."""
 
     base: str = ""
     pretrain_minutes: float = 14.0
