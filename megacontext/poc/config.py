@@ -106,7 +106,8 @@ def _default_train() -> TrainConfig:
 class PocConfig:
     """The study. Defaults: a 1,024-byte history + H = 64 (the base pretrained on 1,088-byte
     windows for 14 minutes), budget 128 slots (1/8) in training, the calibrated LensNet target
-    scale (0.05), expand threshold (0.01) and collapse threshold (0.5); omitted keys of a TOML file take these."""
+    scale (0.05), expand threshold (0.01) and collapse threshold (0.5); omitted keys of a TOML
+    file take these."""
 
     base: str = ""
     pretrain_minutes: float = 14.0
