@@ -1,0 +1,303 @@
+"""The POC evaluation (contract §16): every policy at equal budget on held-out text.
+
+    items = eval_items(cfg)                         # what to measure, one dict per cell
+    value = measure(item, systems, data, cfg)       # one cell: loss@H, actions, ages, ...
+    summary = summarize(cells, cfg, meta)           # the numbers report.md is written from
+
+Systems (all share one frozen base's weights):
+    full          the frozen base reading the whole history (the upper bound)
+    window        the frozen base reading the last W_max bytes (no gists)
+    recency       learned GistNet gists + LoRA, the recency WC (`build_working_context`)
+    mean_recency  mean-pooled gists, frozen base, recency WC (the average-pooling baseline)
+    random        learned gists + LoRA, seeded random scores -> focus_step (the floor)
+    learned       learned gists + LensNet + LoRA -> focus_step
+    oracle        learned gists + LoRA, counterfactual ΔNLL scores on the real next H bytes
+Ablations (learned policy, working budget): one module replaced by its untrained
+initialisation (the same seed as training: what "frozen from the start" gives): no_gistnet,
+no_lensnet, no_lora; and mean_gists (learned LensNet + LoRA over mean-pooled gists).
+
+Units: loss@H in nats/byte (mean over the H horizon bytes), latency in ms, swap rate in
+actions per refocus (one refocus per completed K-byte block), residency in focus steps.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import statistics
+import time
+from dataclasses import dataclass
+
+import torch
+
+from ..data import LongRangeTask, load_documents, split_documents
+from ..runtime.horizon import base_logits, embed_ids
+from ..runtime.session import MegaContextSession, with_budget
+from .config import PocConfig, parse_budget
+
+POLICY_SYSTEMS = ("window", "recency", "mean_recency", "random", "learned")
+ABLATIONS = ("no_gistnet", "no_lensnet", "no_lora", "mean_gists")
+CORPORA = ("coding", "prose")
+
+
+@dataclass
+class Systems:
+    """Trained and initial (untrained) modules. `init_base` has LoRA adapters at zero, so it
+    computes exactly the frozen base."""
+
+    base: torch.nn.Module
+    gistnet: torch.nn.Module
+    lensnet: torch.nn.Module
+    init_base: torch.nn.Module
+    init_gistnet: torch.nn.Module
+    init_lensnet: torch.nn.Module
+
+    def spec(self, name: str):
+        """(policy, base, gistnet or None for mean gists, lensnet) of a system name."""
+        s = self
+        table = {
+            "window": ("window", s.init_base, None, None),
+            "recency": ("recency", s.base, s.gistnet, None),
+            "mean_recency": ("recency", s.init_base, None, None),
+            "random": ("random", s.base, s.gistnet, None),
+            "learned": ("lens", s.base, s.gistnet, s.lensnet),
+            "oracle": ("oracle", s.base, s.gistnet, None),
+            "no_gistnet": ("lens", s.base, s.init_gistnet, s.lensnet),
+            "no_lensnet": ("lens", s.base, s.gistnet, s.init_lensnet),
+            "no_lora": ("lens", s.init_base, s.gistnet, s.lensnet),
+            "mean_gists": ("lens", s.base, None, s.lensnet),
+        }
+        return table[name]
+
+
+# --- data -----------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=4)
+def validation_documents(sources: tuple[str, ...], val_fraction: float):
+    """The validation split (by file, `megacontext.data`) of `sources` (read once)."""
+    return split_documents(load_documents(sources), val_fraction).validation
+
+
+def _spread(ids: torch.Tensor, length: int, count: int) -> list[torch.Tensor]:
+    n = ids.shape[0]
+    if count == 1:
+        return [ids[:length]]
+    step = (n - length) / (count - 1)
+    return [ids[round(i * step): round(i * step) + length] for i in range(count)]
+
+
+def heldout_windows(source: str, n: int, length: int, val_fraction: float) -> list[dict]:
+    """`n` windows of `length` bytes from the validation split (by file, `megacontext.data`) of
+    `source`, spread over as many documents as hold one: [{name, offset, ids[length]}]."""
+    if n == 0:
+        return []
+    docs = [d for d in validation_documents((source,), val_fraction) if len(d) >= length]
+    if not docs:
+        from ..errors import InputError
+        raise InputError(f"no held-out {source!r} document holds history + horizon = "
+                         f"{length} bytes")
+    per = -(-n // len(docs))
+    out = []
+    for d in docs:
+        ids = torch.frombuffer(bytearray(d.data), dtype=torch.uint8).long()
+        for w in _spread(ids, length, min(per, max(1, len(d) - length + 1))):
+            out.append({"name": d.name, "ids": w})
+    # interleave documents so the first n windows cover as many files as possible
+    by_doc: dict[str, list] = {}
+    for w in out:
+        by_doc.setdefault(w["name"], []).append(w)
+    mixed = [w for k in range(per) for ws in by_doc.values() if k < len(ws) for w in [ws[k]]]
+    return mixed[:n]
+
+
+def long_range_task(cfg: PocConfig) -> LongRangeTask:
+    """Long-range examples of history + 8 bytes over held-out text: the query ends exactly at
+    the history, the 8 answer bytes are the horizon."""
+    docs = (validation_documents(("stdlib",), cfg.pretrain.data.val_fraction)
+            + validation_documents(("pydoc",), cfg.pretrain.data.val_fraction))
+    return LongRangeTask(docs, length=cfg.train.history + 8, n_records=cfg.eval.n_records,
+                         key_len=6, value_len=8, plant_within=cfg.eval.plant_within,
+                         seed=cfg.eval.seed)
+
+
+# --- one cell -----------------------------------------------------------------------------
+
+
+def run_session(mc, base, gistnet, lensnet, policy, ids, T, H, seed) -> MegaContextSession:
+    """A fresh session that ingested ids[:T] in K-byte chunks (the oracle sees ids[T:T+H])."""
+    s = MegaContextSession(mc, base, gistnet, lensnet, policy=policy, seed=seed, horizon=H)
+    K = mc.block_size
+    for i in range(0, T, K):
+        j = min(i + K, T)
+        s.ingest(ids[i:j], future=ids[j: T + H] if policy == "oracle" else None)
+    return s
+
+
+@torch.no_grad()
+def horizon_logits(base, vectors, positions, T, future) -> torch.Tensor:
+    """[H, V] float32 logits predicting future[H] from a context (vectors [N, E], positions [N])
+    with teacher forcing (the context is fixed for the whole horizon, as in loss@H)."""
+    H = future.shape[0]
+    q = embed_ids(base, future[: H - 1]).to(vectors.dtype)
+    x = torch.cat([vectors, q])[None]
+    pos = torch.cat([positions.to(torch.float64),
+                     torch.arange(T, T + H - 1, dtype=torch.float64)])[None]
+    n = vectors.shape[0]
+    return base_logits(base, x, pos)[0, n - 1: n - 1 + H].float()
+
+
+def _score(logits: torch.Tensor, future: torch.Tensor) -> dict:
+    nll = torch.nn.functional.cross_entropy(logits, future, reduction="mean")
+    exact = bool((logits.argmax(-1) == future).all())
+    return {"loss": float(nll), "exact": exact}
+
+
+@torch.no_grad()
+def measure(item: dict, systems: Systems, ids: torch.Tensor, cfg: PocConfig) -> dict:
+    """One cell: `item` = {system, budget (slots or None), T, H, ...}; ids[T + H] bytes.
+    Returns loss (nats/byte), exact (greedy under teacher forcing = exact match of all H
+    bytes), and for session systems: refocus count, actions, summed action ages."""
+    T, H = item["T"], item["H"]
+    future = ids[T: T + H]
+    if item["system"] == "full":
+        base = systems.init_base
+        v = embed_ids(base, ids[:T])
+        return _score(horizon_logits(base, v, torch.arange(T), T, future), future)
+    policy, base, gistnet, lensnet = systems.spec(item["system"])
+    mc = with_budget(cfg.train.mc, item["budget"])
+    s = run_session(mc, base, gistnet, lensnet, policy, ids, T, H, seed=item.get("seed", 0))
+    out = _score(horizon_logits(base, s.tree.gather(s.wc), s.wc.positions(mc), T, future),
+                 future)
+    recs = [r for r in s.records if r.kind == "refocus"]
+    ages = [a for r in recs for a in r.action_ages]
+    scored = [r for r in recs if not math.isnan(r.score_abs_mean)]
+    out.update(refocus=len(recs), actions=sum(len(r.actions) for r in recs),
+               expands=sum(a.kind == "expand" for r in recs for a in r.actions),
+               age_sum=sum(ages), age_n=len(ages), N=len(s.wc),
+               score_abs_mean=_mean([r.score_abs_mean for r in scored]),
+               score_max=max((r.score_max for r in scored), default=math.nan))
+    return out
+
+
+@torch.no_grad()
+def measure_latency(systems: Systems, ids: torch.Tensor, cfg: PocConfig, budget: int) -> dict:
+    """Per K-block cost of the learned system (ingest: embed + gist + gather + LensNet +
+    focus_step) against K decode steps of the base on the same working context, timed over
+    the last `eval.latency_blocks` blocks of the history. Times in ms (medians)."""
+    T, K = cfg.train.history, cfg.train.mc.block_size
+    n = min(cfg.eval.latency_blocks, T // K - 1)
+    mc = with_budget(cfg.train.mc, budget)
+    policy, base, gistnet, lensnet = systems.spec("learned")
+    s = MegaContextSession(mc, base, gistnet, lensnet, policy=policy)
+    start = T - n * K
+    for i in range(0, start, K):
+        s.ingest(ids[i: i + K])
+    focus, decode, parts = [], [], []
+    for i in range(start, T, K):
+        t0 = time.perf_counter()
+        recs = s.ingest(ids[i: i + K])
+        focus.append((time.perf_counter() - t0) * 1e3)
+        parts.append(sum(r.gather_ms + r.lens_ms + r.allocator_ms for r in recs))
+        t0 = time.perf_counter()
+        s.next_logits()
+        decode.append((time.perf_counter() - t0) * 1e3)
+    f, d = statistics.median(focus), statistics.median(decode)
+    return {"blocks": n, "block_size": K, "focus_ms": f, "focus_step_ms": statistics.median(parts),
+            "decode_ms": d, "focus_share_of_decode": f / d,
+            "overhead": f / (K * d)}
+
+
+# --- what to measure ------------------------------------------------------------------------
+
+
+def eval_items(cfg: PocConfig) -> list[dict]:
+    """Every cell, keyed: corpus windows x (full + systems x budgets + oracle + ablations),
+    and long-range examples x (full + systems at the working budget + oracle)."""
+    e, T, H = cfg.eval, cfg.train.history, cfg.train.horizon
+    budgets = [parse_budget(b, T, "eval.budgets") for b in e.budgets]
+    work = parse_budget(e.working_budget, T, "eval.working_budget")
+    items = []
+    for corpus, n in (("coding", e.coding_windows), ("prose", e.prose_windows)):
+        for w in range(n):
+            base = {"corpus": corpus, "window": w, "T": T, "H": H, "seed": w}
+            items.append(base | {"system": "full", "budget": None})
+            for b in budgets:
+                for sysname in POLICY_SYSTEMS:
+                    items.append(base | {"system": sysname, "budget": b})
+            for sysname in ABLATIONS:
+                items.append(base | {"system": sysname, "budget": work})
+            if w < e.oracle_windows:
+                items.append(base | {"system": "oracle", "budget": work})
+    for i in range(e.long_range_examples):
+        base = {"corpus": "long_range", "window": i, "T": T, "H": 8, "seed": i}
+        items.append(base | {"system": "full", "budget": None})
+        for sysname in POLICY_SYSTEMS + ABLATIONS:
+            items.append(base | {"system": sysname, "budget": work})
+        if i < e.oracle_windows:
+            items.append(base | {"system": "oracle", "budget": work})
+    for it in items:
+        it["key"] = f"{it['corpus']}/{it['window']}/{it['system']}/{it['budget']}"
+    return items
+
+
+# --- summary ------------------------------------------------------------------------------
+
+
+def _mean(v):
+    return statistics.fmean(v) if v else math.nan
+
+
+def _se(v):
+    return statistics.stdev(v) / math.sqrt(len(v)) if len(v) > 1 else math.nan
+
+
+def summarize(items: list[dict], cells: dict[str, dict], cfg: PocConfig, meta: dict) -> dict:
+    """The numbers report.md is written from (JSON-able): mean ± s.e. loss@H per corpus x
+    system x budget, ΔNLL against full context on the same windows, retrieval accuracy, swap
+    rate and mean residency per system x budget, ablations and their cost over `learned`."""
+    T = cfg.train.history
+    work = parse_budget(cfg.eval.working_budget, T, "eval.working_budget")
+    loss: dict = {}
+    for it in items:
+        c = cells[it["key"]]
+        b = "full" if it["budget"] is None else str(it["budget"])
+        loss.setdefault(it["corpus"], {}).setdefault(it["system"], {}).setdefault(b, []).append(
+            (it["window"], c))
+    table: dict = {}
+    for corpus, systems in loss.items():
+        full = {w: c["loss"] for w, c in systems.get("full", {}).get("full", [])}
+        for sysname, by_b in systems.items():
+            for b, rows in by_b.items():
+                vals = [c["loss"] for _, c in rows]
+                deltas = [c["loss"] - full[w] for w, c in rows if w in full]
+                acts = sum(c.get("actions", 0) for _, c in rows)
+                refs = sum(c.get("refocus", 0) for _, c in rows)
+                age_n = sum(c.get("age_n", 0) for _, c in rows)
+                age_s = sum(c.get("age_sum", 0) for _, c in rows)
+                table.setdefault(corpus, {}).setdefault(sysname, {})[b] = {
+                    "n": len(vals), "loss": _mean(vals), "loss_se": _se(vals),
+                    "delta": _mean(deltas), "delta_se": _se(deltas),
+                    "exact": _mean([float(c["exact"]) for _, c in rows]),
+                    "swap_rate": acts / refs if refs else math.nan,
+                    "expand_rate": sum(c.get("expands", 0) for _, c in rows) / refs
+                    if refs else math.nan,
+                    "score_abs_mean": _mean([c["score_abs_mean"] for _, c in rows
+                                             if not math.isnan(c.get("score_abs_mean",
+                                                                     math.nan))]),
+                    "mean_residency": age_s / age_n if age_n else math.nan,
+                }
+    # paired differences against the learned system at the working budget (same windows)
+    for corpus, systems in loss.items():
+        ref = {w: c["loss"] for w, c in systems.get("learned", {}).get(str(work), [])}
+        for sysname, by_b in systems.items():
+            rows = by_b.get(str(work), by_b.get("full", []))
+            d = [c["loss"] - ref[w] for w, c in rows if w in ref]
+            cell = table[corpus][sysname].get(str(work)) or table[corpus][sysname]["full"]
+            cell["vs_learned"], cell["vs_learned_se"] = _mean(d), _se(d)
+    return {"meta": meta | {"working_budget": work, "history": T,
+                            "horizon": cfg.train.horizon,
+                            "block_size": cfg.train.mc.block_size,
+                            "budgets": [parse_budget(b, T, "eval.budgets")
+                                        for b in cfg.eval.budgets]},
+            "table": table}

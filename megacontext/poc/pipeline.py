@@ -1,0 +1,254 @@
+"""The POC pipeline (contract §16): pretrain -> train -> evaluate -> report, resumable.
+
+    result = run_poc(cfg, "runs/poc")      # each stage skipped when its artifact matches cfg
+
+Run directory:
+    config.toml        the resolved POC config
+    stages.json        per finished stage: the sha of the config parts it depends on, its
+                       artifact and wall time (s)
+    pretrain/          the `megacontext pretrain` run (absent when cfg.base names a base)
+    train/             the `megacontext train` run (config.toml, metrics.jsonl, checkpoints/)
+    eval/cells.json    one entry per measured cell (resume: measured cells are not redone)
+    eval/summary.json  the numbers the report is written from
+    report.md, *.png   the report (regenerated from eval/summary.json every run)
+
+A stage whose record in stages.json was made with another config raises ConfigError naming
+the stage (use another run directory); an interrupted stage resumes (pretrain from its last
+checkpoint, train from its last phase checkpoint, evaluate from cells.json).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from ..errors import ConfigError
+from ..runtime.loading import write_text_atomic
+from .config import PocConfig, poc_config_to_dict, poc_config_toml, section_sha
+from .evaluation import (
+    Systems,
+    eval_items,
+    heldout_windows,
+    long_range_task,
+    measure,
+    measure_latency,
+    summarize,
+)
+
+STAGES = ("pretrain", "train", "evaluate")
+
+
+class Stages:
+    """stages.json: {stage: {"sha": ..., "artifact": ..., "seconds": ...}}, written atomically."""
+
+    def __init__(self, run_dir: Path):
+        self.path = run_dir / "stages.json"
+        self.data = json.loads(self.path.read_text()) if self.path.is_file() else {}
+
+    def done(self, stage: str, sha: str) -> dict | None:
+        rec = self.data.get(stage)
+        if rec is None:
+            return None
+        if rec["sha"] != sha:
+            raise ConfigError(f"{self.path}: stage {stage!r} was made with another config "
+                              f"(sha {rec['sha']}, now {sha}); use another --out")
+        return rec
+
+    def mark(self, stage: str, sha: str, artifact: str, seconds: float, **extra) -> None:
+        self.data[stage] = {"sha": sha, "artifact": artifact, "seconds": seconds, **extra}
+        write_text_atomic(self.path, json.dumps(self.data, indent=1))
+
+
+def _log(msg: str, out) -> None:
+    print(f"[poc] {msg}", file=out, flush=True)
+
+
+# --- stage 1: the base ----------------------------------------------------------------------
+
+
+def stage_pretrain(cfg: PocConfig, run_dir: Path, stages: Stages, progress: bool, out) -> str:
+    """The base checkpoint directory: cfg.base as given, or the [pretrain] run."""
+    if cfg.base:
+        if not Path(cfg.base).exists():
+            raise ConfigError(f"base = {cfg.base!r}: no such directory")
+        return cfg.base
+    from ..training.pretrain import CHECKPOINT_DIR, CONFIG_FILE, PretrainConfig, pretrain
+
+    sha = section_sha(cfg.pretrain.to_dict(), cfg.pretrain_minutes)
+    rec = stages.done("pretrain", sha)
+    pdir = run_dir / "pretrain"
+    if rec is not None:
+        _log(f"pretrain: done ({rec['artifact']}, val_nll {rec.get('val_nll')})", out)
+        return rec["artifact"]
+    resume = (pdir / CHECKPOINT_DIR / "manifest.json").is_file() or (
+        pdir / f".{CHECKPOINT_DIR}.previous" / "manifest.json").is_file()
+    pcfg = cfg.pretrain
+    if resume:  # a --minutes run resolved its step count into its config.toml
+        saved = PretrainConfig.from_toml(pdir / CONFIG_FILE)
+        pcfg = dataclasses.replace(pcfg, train=dataclasses.replace(
+            pcfg.train, steps=saved.train.steps))
+        if pcfg.to_dict() != saved.to_dict():
+            raise ConfigError(f"{pdir / CONFIG_FILE}: a pretrain run of another config than "
+                              f"[pretrain]; use another --out")
+    if resume:
+        from ..training.checkpoint import read_manifest
+
+        man = read_manifest(pdir / CHECKPOINT_DIR)
+        if str(man.get("stopped") or "").startswith("time budget") or \
+                man.get("step") == saved.train.steps:
+            # a time-budgeted run that spent its budget (or ran all its steps) is finished
+            stages.mark("pretrain", sha, str(pdir), float(man["metrics"].get("elapsed_s", 0)),
+                        val_nll=man["metrics"].get("val_nll"), step=man.get("step"))
+            _log(f"pretrain: finished run found in {pdir} (step {man.get('step')}, "
+                 f"{man.get('stopped') or 'all steps'})", out)
+            return str(pdir)
+    _log(f"pretrain: {'resuming' if resume else 'starting'} in {pdir}", out)
+    summary = pretrain(pcfg, pdir, resume=resume,
+                       minutes=(cfg.pretrain_minutes or None) if not resume else None,
+                       progress=progress, out=out)
+    stages.mark("pretrain", sha, str(pdir), float(summary["elapsed_s"]),
+                val_nll=summary["val_nll"], step=summary["step"])
+    return str(pdir)
+
+
+# --- stage 2: the cycles ------------------------------------------------------------------
+
+
+def train_config(cfg: PocConfig, base_dir: str):
+    return dataclasses.replace(cfg.train, base=dataclasses.replace(cfg.train.base,
+                                                                   checkpoint=base_dir))
+
+
+def stage_train(cfg: PocConfig, base_dir: str, run_dir: Path, stages: Stages, progress: bool,
+                out) -> str:
+    """The last phase checkpoint of the trainer run on `base_dir`."""
+    from ..training.cycle import train
+    from ..training.train_config import config_sha256
+
+    tcfg = train_config(cfg, base_dir)
+    sha = section_sha(config_sha256(tcfg), stages.data.get("pretrain", {}).get("sha"))
+    rec = stages.done("train", sha)
+    if rec is not None:
+        _log(f"train: done ({rec['artifact']})", out)
+        return rec["artifact"]
+    tdir = run_dir / "train"
+    ckpts = sorted(p for p in (tdir / "checkpoints").glob("*") if (p / "manifest.json").is_file())
+    resume = str(ckpts[-1]) if ckpts else None
+    _log(f"train: {'resuming after ' + resume if resume else 'starting'} in {tdir}", out)
+    t0 = time.perf_counter()
+    result = train(tcfg, tdir, resume=resume, progress=progress)
+    for p in result.phases:
+        m = {k: round(v, 4) for k, v in p.metrics.items() if isinstance(v, float)}
+        _log(f"train: {p.phase.label}: {p.steps} steps {json.dumps(m)}", out)
+    ckpts = sorted(p for p in (tdir / "checkpoints").glob("*") if (p / "manifest.json").is_file())
+    stages.mark("train", sha, str(ckpts[-1]), time.perf_counter() - t0)
+    return str(ckpts[-1])
+
+
+# --- stage 3: evaluation -----------------------------------------------------------------
+
+
+def load_systems(cfg: PocConfig, base_dir: str, checkpoint: str) -> Systems:
+    """Trained modules from `checkpoint` and their seeded initialisations (build_models)."""
+    from ..training.cycle import MODULES, build_models
+    from ..training.phase_store import load_phase_checkpoint
+    from ..training.text import split_windows
+
+    tcfg = train_config(cfg, base_dir)
+    tw, _ = split_windows(tcfg.data.source, tcfg.seed, tcfg.data.synthetic_bytes,
+                          tcfg.data.val_fraction, tcfg.history + tcfg.horizon)
+    init = build_models(tcfg, tw)
+    trained = build_models(tcfg, tw)
+    tensors, _ = load_phase_checkpoint(checkpoint)
+    for name in MODULES:
+        trained.load_state(name, tensors[name])
+    return Systems(trained.base.eval(), trained.gistnet.eval(), trained.lensnet.eval(),
+                   init.base.eval(), init.gistnet.eval(), init.lensnet.eval())
+
+
+def stage_evaluate(cfg: PocConfig, base_dir: str, checkpoint: str, run_dir: Path,
+                   stages: Stages, progress: bool, out) -> dict:
+    sha = section_sha(poc_config_to_dict(cfg)["eval"], stages.data.get("train", {}).get("sha"))
+    edir = run_dir / "eval"
+    rec = stages.done("evaluate", sha)
+    if rec is not None:
+        _log(f"evaluate: done ({rec['artifact']})", out)
+        return json.loads(Path(rec["artifact"]).read_text())
+    t0 = time.perf_counter()
+    torch.set_num_threads(cfg.train.threads)
+    systems = load_systems(cfg, base_dir, checkpoint)
+    T, H = cfg.train.history, cfg.train.horizon
+    data = {"coding": heldout_windows("stdlib", cfg.eval.coding_windows, T + H,
+                                      cfg.pretrain.data.val_fraction),
+            "prose": heldout_windows("pydoc", cfg.eval.prose_windows, T + H,
+                                     cfg.pretrain.data.val_fraction)}
+    task = long_range_task(cfg)
+    examples = [task.example(i) for i in range(cfg.eval.long_range_examples)]
+    data["long_range"] = [{"name": f"long_range/{i}", "ids": torch.tensor(list(ex.text))}
+                          for i, ex in enumerate(examples)]
+    items = eval_items(cfg)
+    cells_path = edir / "cells.json"
+    cells_sha = section_sha(sha, "cells")
+    cells = {}
+    if cells_path.is_file():
+        saved = json.loads(cells_path.read_text())
+        if saved.get("sha") == cells_sha:
+            cells = saved["cells"]
+    todo = [it for it in items if it["key"] not in cells]
+    _log(f"evaluate: {len(items)} cells ({len(items) - len(todo)} already measured)", out)
+    bar = tqdm(todo, desc="evaluate", disable=not progress, file=sys.stderr, unit="cell")
+    last_save = time.perf_counter()
+    for it in bar:
+        bar.set_postfix_str(it["key"])
+        ids = data[it["corpus"]][it["window"]]["ids"]
+        cells[it["key"]] = measure(it, systems, ids, cfg)
+        if time.perf_counter() - last_save > 20:
+            write_text_atomic(cells_path, json.dumps({"sha": cells_sha, "cells": cells}))
+            last_save = time.perf_counter()
+    write_text_atomic(cells_path, json.dumps({"sha": cells_sha, "cells": cells}))
+    from .config import parse_budget
+
+    work = parse_budget(cfg.eval.working_budget, T, "eval.working_budget")
+    first = (data["coding"] or data["prose"])[0]["ids"]
+    latency = measure_latency(systems, first, cfg, work)
+    meta = {"base": base_dir, "checkpoint": checkpoint,
+            "files": {k: sorted({w["name"] for w in v}) for k, v in data.items()
+                      if k != "long_range"},
+            "long_range": {"examples": len(examples), "n_records": cfg.eval.n_records,
+                           "plant_within": cfg.eval.plant_within, "value_len": 8},
+            "stages": {k: {kk: vv for kk, vv in v.items() if kk != "sha"}
+                       for k, v in stages.data.items()},
+            "latency": latency, "threads": torch.get_num_threads()}
+    summary = summarize(items, cells, cfg, meta)
+    path = write_text_atomic(edir / "summary.json", json.dumps(summary, indent=1))
+    stages.mark("evaluate", sha, str(path), time.perf_counter() - t0)
+    summary["meta"]["stages"]["evaluate"] = {"seconds": time.perf_counter() - t0}
+    write_text_atomic(edir / "summary.json", json.dumps(summary, indent=1))
+    return summary
+
+
+# --- the whole study ----------------------------------------------------------------------
+
+
+def run_poc(cfg: PocConfig, run_dir: str | Path, progress: bool = True, out=None) -> Path:
+    """Run every stage not yet done; write report.md + PNGs. Returns the report's path."""
+    from .report import write_report
+
+    out = out or sys.stdout
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(run_dir / "config.toml", poc_config_toml(cfg))
+    stages = Stages(run_dir)
+    t0 = time.perf_counter()
+    base_dir = stage_pretrain(cfg, run_dir, stages, progress, out)
+    checkpoint = stage_train(cfg, base_dir, run_dir, stages, progress, out)
+    summary = stage_evaluate(cfg, base_dir, checkpoint, run_dir, stages, progress, out)
+    report = write_report(summary, run_dir)
+    _log(f"report: {report} ({time.perf_counter() - t0:.1f} s this invocation)", out)
+    return report
