@@ -63,12 +63,25 @@ def version() -> str:
         return "unknown (not installed)"
 
 
+class DefaultsFormatter(argparse.HelpFormatter):
+    """Shows an option's default in its help, unless it is None/False or the help names it."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        default = action.default
+        if (default is None or default is False or default is argparse.SUPPRESS
+                or "default" in text or not action.option_strings):
+            return text
+        return f"{text} (default: %(default)s)" if text else "(default: %(default)s)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="megacontext", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"megacontext {version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (module, help_text) in COMMANDS.items():
-        cmd = sub.add_parser(name, help=help_text, description=help_text)
+        cmd = sub.add_parser(name, help=help_text, description=help_text,
+                             formatter_class=DefaultsFormatter)
         importlib.import_module(module).add_arguments(cmd)
     return parser
 

@@ -86,3 +86,19 @@ def test_report_writes_every_plot_as_png(tmp_path):
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", p
     with pytest.raises(cycle.InputError, match="metrics.jsonl"):
         report(tmp_path / "report")
+
+
+def test_a_fresh_run_never_overwrites_phase_checkpoints_and_report_wants_a_train_dir(tmp_path):
+    """Training again into a directory that holds phase checkpoints is an InputError (resume
+    instead); `report` on a directory whose metrics are not a train run's is an InputError."""
+    from megacontext.commands.report import report
+
+    cfg = _lens_only()
+    cycle.train(cfg, tmp_path / "run")
+    with pytest.raises(cycle.InputError, match="already holds phase checkpoints"):
+        cycle.train(cfg, tmp_path / "run")
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "metrics.jsonl").write_text('{"event": "refocus", "T": 32}\n')
+    with pytest.raises(cycle.InputError, match="not a `megacontext train` run directory"):
+        report(other)

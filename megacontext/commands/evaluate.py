@@ -28,25 +28,42 @@ from ..runtime.loading import load_base, read_ids, write_text_atomic
 from ..runtime.session import POLICIES, full_context_nll, policy_nll
 
 
+def _se(se: float) -> str:
+    """A standard error, or "n/a" for a single window (no spread to estimate)."""
+    return "n/a" if math.isnan(se) else f"{se:.4f}"
+
+
+def _short_sha(sha: str) -> str:
+    """A checkpoint digest shortened for a table header; names that are not digests stay."""
+    is_digest = len(sha) == 64 and all(c in "0123456789abcdef" for c in sha)
+    return f"sha256 {sha[:12]}" if is_digest else sha
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("files", metavar="FILE", nargs="*", help="text files (default: --heldout)")
+    p.add_argument("files", metavar="FILE", nargs="*",
+                   help="text files to evaluate on (or use --heldout N)")
     p.add_argument("--heldout", type=positive_int, metavar="N",
                    help="use the first N held-out standard-library files (validation split of "
                         "megacontext.data) long enough for one window")
     p.add_argument("--base", metavar="CKPT", help="pretrained base; default random-init")
     p.add_argument("--history", type=positive_int, default=4096, help="bytes of history")
-    p.add_argument("--horizon", type=positive_int, default=64, help="H")
-    p.add_argument("--block-size", type=positive_int, default=32)
-    p.add_argument("--recent-tokens", type=int, default=64)
+    p.add_argument("--horizon", type=positive_int, default=64,
+                   help="H: tokens (bytes) of the horizon loss@H is measured on")
+    p.add_argument("--block-size", type=positive_int, default=32, help="K: tokens per gist")
+    p.add_argument("--recent-tokens", type=int, default=64,
+                   help="the protected tail kept at LOD0 (tokens)")
     p.add_argument("--budgets", default="1/16,1/8,1/4,1/2",
                    help="comma-separated slot counts or fractions of --history")
     p.add_argument("--policies", default="full,window,recency,random",
                    help=f"comma-separated, from full,{','.join(POLICIES)} (lens: untrained)")
-    p.add_argument("--windows-per-file", type=positive_int, default=1)
-    p.add_argument("--seed", type=seed_type, default=0)
+    p.add_argument("--windows-per-file", type=positive_int, default=1,
+                   help="history + H windows drawn from each file")
+    p.add_argument("--seed", type=seed_type, default=0,
+                   help="seed of the window draw and the random policy")
     p.add_argument("--threads", type=positive_int, help="torch threads")
-    p.add_argument("--out", metavar="FILE.md", default="evaluation.md")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--out", metavar="FILE.md", default="evaluation.md",
+                   help="the Markdown table (the raw numbers go to FILE.json beside it)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def parse_budgets(text: str, history: int) -> list[int]:
@@ -147,20 +164,20 @@ def _run(args, out) -> int:
     full = cell("full@None")[0] if "full" in policies else None
     lines = [f"loss@{H} (nats/byte, mean ± s.e. over {len(wins)} windows of {Tn} + {H} bytes "
              f"from {len(files)} file(s)); K={K}, recent_tokens={args.recent_tokens}; "
-             f"base: {base_desc} (sha256 {base_sha[:12]})", ""]
+             f"base: {base_desc} ({_short_sha(base_sha)})", ""]
     head = "| policy | " + " | ".join(f"B={b} ({Fraction(b, Tn)})" for b in budgets) + " |"
     lines += [head, "|" + " --- |" * (len(budgets) + 1)]
     for p in policies:
         if p == "full":
             m, se = cell("full@None")
             lines.append(f"| full context ({Tn}) | " + " | ".join(
-                [f"{m:.4f} ± {se:.4f}"] * len(budgets)) + " |")
+                [f"{m:.4f} ± {_se(se)}"] * len(budgets)) + " |")
             continue
         row = []
         for b in budgets:
             m, se = cell(f"{p}@{b}")
             d = f" ({m - full:+.3f})" if full is not None else ""
-            row.append(f"{m:.4f} ± {se:.4f}{d}")
+            row.append(f"{m:.4f} ± {_se(se)}{d}")
         lines.append(f"| {p} | " + " | ".join(row) + " |")
     lines += ["", "Files: " + ", ".join(files), ""]
     text = "\n".join(lines)

@@ -57,6 +57,10 @@ def report(run_dir: str | os.PathLike) -> list[Path]:
     if not metrics.is_file():
         raise InputError(f"run_dir {run}: no metrics.jsonl (not a train run directory?)")
     rows = [json.loads(x) for x in metrics.read_text().splitlines() if x.strip()]
+    if not (run / "config.toml").is_file() or not any("phase" in r for r in rows):
+        raise InputError(f"run_dir {run}: not a `megacontext train` run directory (its "
+                         f"metrics.jsonl has no phase records)")
+    rows = [r for r in rows if "phase" in r]
     out = run / "report"
     out.mkdir(exist_ok=True)
     written = []

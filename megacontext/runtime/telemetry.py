@@ -83,13 +83,15 @@ def label_metrics(labels: SnapshotLabels, cfg: MCConfig,
 
 
 class RunTelemetry:
-    """JSONL metrics (appended and flushed per line) and Parquet action traces of one run."""
+    """JSONL metrics (flushed per line) and Parquet action traces of one run. The run owns its
+    directory's metrics.jsonl: it is started afresh, like actions.parquet, so a repeated run
+    never mixes its lines with an earlier run's."""
 
     def __init__(self, run_dir: str | Path, run_id: str, policy: str, cfg: MCConfig):
         self.dir = Path(run_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.run_id, self.policy, self.cfg = run_id, policy, cfg
-        self._jsonl = open(self.dir / "metrics.jsonl", "a", encoding="utf-8")  # noqa: SIM115
+        self._jsonl = open(self.dir / "metrics.jsonl", "w", encoding="utf-8")  # noqa: SIM115
         self._actions: list[dict] = []
         self._last_T = 0
         self.n_actions = self.n_blocks = 0

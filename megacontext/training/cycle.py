@@ -857,6 +857,10 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike | None = None,
             raise ConfigError(f"phases.{phase.key}.batch = {batch} < world size {world}: under "
                               f"torchrun every rank takes at least one item of each batch")
     run_dir = Path(run_dir) if run_dir is not None else None
+    done = run_dir is not None and any((run_dir / "checkpoints").glob("*/manifest.json"))
+    if resume is None and done:
+        raise InputError(f"run directory {str(run_dir)!r} already holds phase checkpoints; "
+                         f"resume from one (--resume DIR) or choose another directory")
     start = 0
     manifest = None
     if resume is not None:

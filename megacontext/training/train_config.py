@@ -43,7 +43,7 @@ class BaseSection:
 
     checkpoint: str = "runs/base4k"  # a `megacontext pretrain` run (or checkpoint) dir
     n_layer: int = 4
-    n_head: int = 4
+    n_head: int = 2
     n_embd: int = 128
     pretrain_steps: int = 0
     pretrain_lr: float = 3e-3
