@@ -206,3 +206,21 @@ def test_gather_rejects_a_lensnet_that_is_not_one():
     tree.append(torch.zeros(10, D))
     with pytest.raises(TypeError, match="lensnet"):
         tree.gather(mc.build_working_context(10, cfg), lensnet=object())
+
+
+@pytest.mark.parametrize("lod", [1, 2])
+def test_mean_gist_is_the_mean_of_the_children_and_the_default_gist(lod):
+    """`mean_gist(children [B, K, D], lod)` is the arithmetic mean over the K children, [B, D],
+    and a tree built without a gist function stores exactly those gists at every level (§8.1)."""
+    g = torch.Generator().manual_seed(lod)
+    children = torch.randn(3, 4, 5, generator=g, dtype=torch.float64)
+    got = mc.mean_gist(children, lod)
+    want = children.sum(dim=1) / 4
+    assert got.shape == (3, 5), got.shape
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+    cfg = mc.MCConfig(block_size=4, max_lod=2, budget=64, recent_tokens=4)
+    tree = mc.MegaContextTree(cfg, 5)
+    x = torch.randn(40, 5, generator=g)
+    tree.append(x)
+    torch.testing.assert_close(tree.level(1), x[:32].view(8, 4, 5).mean(dim=1))
+    torch.testing.assert_close(tree.level(2), tree.level(1)[:8].view(2, 4, 5).mean(dim=1))
