@@ -9,9 +9,10 @@ Where batching pays: on a GPU one forward of 32 variants costs about what one va
 the batched labeler is many times faster (the issue's target: >= 5x). On a CPU the forward is
 compute-bound: every variant costs the same FLOPs whether it rides in a batch or not (~0.8
 GFLOP here), so batching can only save the per-call overhead, which is ~1% of a 560-token
-forward (measured here: 0.8-1.0x, ~22 variants/s single-threaded either way). The CPU gate
-therefore asks only that batching is no pessimization (>= CPU_RATIO_MIN, single-thread CPU time:
-robust on a shared 2-core machine) and prints the ratio; the >= 5x gate runs when CUDA is
+forward (measured here: 0.76-1.0x, ~22 variants/s single-threaded either way; batches of 32
+long sequences lose some cache locality). The CPU gate therefore asks only that batching is no
+gross pessimization (>= CPU_RATIO_MIN, single-thread CPU time: robust on a shared 2-core
+machine; 0.4 keeps a 1.9x margin over the worst 0.76 seen under load) and prints the ratio; the >= 5x gate runs when CUDA is
 present (not yet measured on a GPU: no device was available when it was written). Under
 `pytest -n auto` (benchmark disabled) a small snapshot runs once, untimed, as a smoke test.
 """
@@ -27,7 +28,7 @@ import torch
 import megacontext as mc
 
 CUDA_RATIO_MIN = 5.0
-CPU_RATIO_MIN = 0.5  # batching must not cost (measured 0.8-1.0 here; see the docstring)
+CPU_RATIO_MIN = 0.4  # batching must not cost much (measured 0.76-1.0 here; see the docstring)
 BATCH = 32
 
 
