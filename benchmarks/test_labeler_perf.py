@@ -12,8 +12,9 @@ GFLOP here), so batching can only save the per-call overhead, which is ~1% of a 
 forward (measured here: 0.76-1.0x, ~22 variants/s single-threaded either way; batches of 32
 long sequences lose some cache locality). The CPU gate therefore asks only that batching is no
 gross pessimization (>= CPU_RATIO_MIN, single-thread CPU time: robust on a shared 2-core
-machine; 0.4 keeps a 1.9x margin over the worst 0.76 seen under load) and prints the ratio; the >= 5x gate runs when CUDA is
-present (not yet measured on a GPU: no device was available when it was written). Under
+machine; 0.4 keeps a 1.9x margin over the worst 0.76 seen under load) and prints the ratio;
+the >= 5x gate runs when CUDA is present (not yet measured on a GPU: no device was available
+when it was written). Under
 `pytest -n auto` (benchmark disabled) a small snapshot runs once, untimed, as a smoke test.
 """
 
