@@ -90,6 +90,11 @@ def test_label_command_writes_tables_and_resumes(text_file, tmp_path, capsys):
     assert [s.snapshot_id for s in again] == [0, 1, 2, 3]
     a, b = first[2], again[2]
     assert a.wc == b.wc and torch.equal(a.expand_gain.nan_to_num(9), b.expand_gain.nan_to_num(9))
+    capsys.readouterr()
+    other = [a if a != "5" else "6" for a in args]  # --max-candidates 6: another setup
+    assert main(other) == 2
+    err = capsys.readouterr().err
+    assert "other settings" in err and "max_candidates: directory has 5, requested 6" in err, err
 
 
 def test_evaluate_writes_a_markdown_table(text_file, tmp_path, capsys):

@@ -11,6 +11,7 @@ snapshots already written (resume), so a crash loses at most the snapshot in fli
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -23,7 +24,7 @@ from ..controller.config import MCConfig
 from ..controller.legality import legal_actions
 from ..errors import InputError, MegaContextError
 from ..runtime.labels import label_snapshot
-from ..runtime.loading import load_base, read_ids
+from ..runtime.loading import load_base, read_ids, write_text_atomic
 from ..runtime.session import MegaContextSession
 from ..runtime.tables import is_labeled, write_snapshot_labels
 
@@ -63,6 +64,32 @@ def run(args: argparse.Namespace, out=None) -> int:
         return 2
 
 
+SETTINGS_FILE = "settings.json"
+
+
+def check_settings(args, base_sha: str) -> None:
+    """A label directory records what its snapshots were made with (settings.json, written
+    atomically before the first part); resuming it with other settings is an InputError naming
+    each differing one, so labels of two setups are never mixed under one directory."""
+    settings = {"files": [str(f) for f in args.files], "policy": args.policy,
+                "budget": args.budget, "block_size": args.block_size, "max_lod": args.max_lod,
+                "recent_tokens": args.recent_tokens, "horizon": args.horizon,
+                "warmup": args.warmup, "stride": args.stride,
+                "max_candidates": args.max_candidates, "seed": args.seed,
+                "base_sha256": base_sha}
+    path = Path(args.out) / SETTINGS_FILE
+    if path.is_file():
+        saved = json.loads(path.read_text())
+        diffs = [f"{k}: directory has {saved.get(k)!r}, requested {v!r}"
+                 for k, v in settings.items() if saved.get(k) != v]
+        if diffs:
+            raise InputError(f"label directory {args.out!r} was made with other settings ("
+                             + "; ".join(diffs) + "); use another --out")
+        return
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    write_text_atomic(path, json.dumps(settings, indent=1) + "\n")
+
+
 def _run(args, out) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -76,6 +103,7 @@ def _run(args, out) -> int:
                          f"+ --horizon {H} bytes")
     base, base_sha, base_desc = load_base(args.base, args.seed)
     run_id = args.run_id or Path(args.out).name
+    check_settings(args, base_sha)
     done = sum(is_labeled(args.out, i) for i in range(len(plan)))
     print(f"megacontext label: {len(plan)} snapshots in {len(files)} file(s) ({done} already "
           f"written), policy={args.policy}, budget={args.budget}, H={H}; base: {base_desc}",
