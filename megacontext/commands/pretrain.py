@@ -88,7 +88,10 @@ def run(args) -> int:
     except MegaContextError as e:
         print(f"megacontext pretrain: error: {e}", file=sys.stderr)
         return 2
+    rate = summary["tokens_per_s"]
+    speed = (f"{rate:,.0f} tokens/s" if rate == rate  # NaN: this call trained no step
+             else "already complete, nothing to train")
     print(f"done: step {summary['step']}/{summary['steps']}, {summary['tokens']:,} tokens, "
-          f"val_nll {summary['val_nll']:.4f} nats/byte, {summary['tokens_per_s']:,.0f} tokens/s;"
-          f" checkpoint in {args.run_dir}/checkpoint")
+          f"val_nll {summary['val_nll']:.4f} nats/byte, {speed}; checkpoint in "
+          f"{args.run_dir}/checkpoint")
     return 0

@@ -271,7 +271,7 @@ def pretrain(
         raise CheckpointError(f"--resume: no checkpoint in run directory {str(run_dir)!r}")
     if not resume and has_ckpt:
         raise InputError(f"run directory {str(run_dir)!r} already holds a checkpoint; pass "
-                         f"resume=True (--resume) to continue it, or choose another directory")
+                         f"resume=True (CLI: --resume) to continue it, or choose another directory")
 
     threads_before = torch.get_num_threads()
     if cfg.train.threads:
@@ -297,8 +297,8 @@ def _run(cfg, run_dir, resume, minutes, stop_after, progress, out) -> dict:
         diffs = config_differences(saved.to_dict(), cfg.to_dict())
         if diffs:
             raise CheckpointMismatchError(
-                f"{str(run_dir / CONFIG_FILE)!r} differs from the requested config: "
-                + "; ".join(diffs))
+                f"{str(run_dir / CONFIG_FILE)!r} differs from the requested config "
+                f"(expected = the run's, found = requested): " + "; ".join(diffs))
     split = split_documents(load_documents(cfg.data.sources, cfg.data.include_tests,
                                            cfg.data.pattern), cfg.data.val_fraction)
     T, B = cfg.data.context, cfg.train.batch_size
