@@ -3,12 +3,13 @@
 - LensNet forward at N = 1k, 8k, 32k, d_in = 768, fp32 and bf16 (absolute times: information).
   The absolute 3 ms target is replaced by the floor-relative gate of the whole focus step
   (benchmarks/test_floor_perf.py).
-- Gates: t(8k) / t(1k) <= 12 and LensNet at 8k >= 20x faster than a two-layer
+- Gates: t(8k) / t(1k) <= 14 and LensNet at 8k >= 20x faster than a two-layer
   full-self-attention transformer of the same width (the in-run reference), both as
   single-thread CPU-time ratios (robust on a shared machine; see the test). Linear cost gives
   t(8k)/t(1k) <= 8 plus cache effects (measured 5.1-7.3 on the 2-core EPYC, idle and busy);
   anything quadratic in N gives ~64. The former limit of 9 left a margin of 1.2x over the
-  measured 7.34; 12 keeps >= 1.5x and still fails a quadratic term by ~5x. The speedup
+  measured 7.34; 12 left 1.59x over the 7.53 measured in a later CI run, so 14 (>= 1.85x), which
+  still fails a quadratic term by ~4.5x. The speedup
   measures ~110-120x (margin ~5x).
 - GistNet throughput in blocks/s at D = 768 (information), and a gate: batching many blocks
   costs less per block than one block at a time. At D = 768 a single block is already a
@@ -38,7 +39,7 @@ import megacontext as mc
 
 D_IN = 768
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
-SCALING_MAX = 12.0
+SCALING_MAX = 14.0
 BATCHING_MIN = 2.0
 GATE_DIM = 64  # GistNet width of the batching gate
 SPEEDUP_MIN = 20.0
@@ -115,7 +116,7 @@ def test_lensnet_forward(benchmark, n, dtype):
 
 @pytest.mark.parametrize("dtype", list(DTYPES))
 def test_lensnet_is_linear_and_beats_full_attention(benchmark, gate, dtype):
-    """Gates (same run): t(8k)/t(1k) <= 12 and the full-attention reference at 8k is >= 20x
+    """Gates (same run): t(8k)/t(1k) <= 14 and the full-attention reference at 8k is >= 20x
     slower than LensNet at 8k. Both ratios compare single-thread CPU time (time.thread_time
     with torch on one thread): on a shared machine wall time with two threads depends on when
     the other thread gets scheduled, CPU time does not, and neither ratio depends on threads.
