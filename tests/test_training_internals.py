@@ -80,8 +80,8 @@ def test_report_writes_every_plot_as_png(tmp_path):
     cycle.train(train_config_from_dict(data), tmp_path)
     paths = report(tmp_path)
     assert sorted(p.name for p in paths) == sorted(
-        ["losses.png", "loss_at_h.png", "lens.png", "swap_residency.png", "scores.png",
-         "lod_over_time.png"])
+        ["losses.png", "loss_at_h.png", "loss_vs_budget.png", "lens.png", "swap_residency.png",
+         "scores.png", "lod_over_time.png"])
     for p in paths:
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", p
     with pytest.raises(cycle.InputError, match="metrics.jsonl"):

@@ -5,6 +5,8 @@ validation window through a lens-policy session, and writes into <RUN_DIR>/repor
 
     losses.png        every phase's training loss per step
     loss_at_h.png     loss@H per policy after each phase (the run's budget; needs eval_windows)
+    loss_vs_budget.png  loss@H of the trained models against budget (1/16 .. 1/2 of the history)
+                      per policy (lens, recency, random, window), on the probe window
     lens.png          LensNet score |mean|, std and score/target Spearman per lens step
     swap_residency.png  histograms of actions per refocus (swap rate) and of the age of
                       entries when changed (residency), from the probe session
@@ -16,6 +18,7 @@ Every file is written to a temporary name in the same directory, then renamed.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -47,7 +50,7 @@ def report(run_dir: str | os.PathLike) -> list[Path]:
     import torch
 
     from ..controller.working_context import as_numpy
-    from ..runtime.session import MegaContextSession
+    from ..runtime.session import MegaContextSession, policy_nll
     from ..training.cycle import train
     from ..training.text import split_windows
     from ..training.train_config import load_train_config
@@ -120,6 +123,24 @@ def report(run_dir: str | os.PathLike) -> list[Path]:
                 b0 = start // K
                 row[b0: b0 + max(cfg.mc.span(lod) // K, 1)] = lod
             image.append(row)
+    budgets = []
+    for frac in (16, 8, 4, 2):
+        try:
+            budgets.append(dataclasses.replace(cfg.mc, budget=max(cfg.history // frac, 1)))
+        except MegaContextError:  # a budget that cannot hold the protected tail: not plotted
+            continue
+    fig, ax = plt.subplots(figsize=(7, 4))
+    with torch.no_grad():
+        for pol in ("lens", "recency", "random", "window"):
+            ys = [policy_nll(mc_cfg, models.base, ids, cfg.history, cfg.horizon, pol,
+                             gistnet=models.gistnet, lensnet=models.lensnet, seed=cfg.seed)
+                  for mc_cfg in budgets]
+            ax.plot([b.budget for b in budgets], ys, marker="o", label=pol)
+    ax.set(xscale="log", xlabel="budget (slots)", ylabel="loss@H (nats/token)",
+           title=f"loss@H against budget (history {cfg.history}, probe window)")
+    ax.legend()
+    _save(fig, out / "loss_vs_budget.png")
+    written.append(out / "loss_vs_budget.png")
     recs = [r for r in s.records if r.kind == "refocus"]
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.5))
     a1.hist([len(r.actions) for r in recs], bins=20)
