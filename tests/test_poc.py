@@ -4,6 +4,7 @@ run per module (a few seconds of CPU)."""
 
 import io
 import json
+import math
 import re
 
 import pytest
@@ -21,8 +22,8 @@ SECTIONS = [
 CRITERIA = [
     "ΔNLL@H vs full context, coding (nats/byte)", "ΔNLL@H vs full context, prose (nats/byte)",
     "latency overhead (focus per block / K decode steps)",
-    "swap rate, coding (actions/block)", "mean residency, coding (focus steps)",
-    "swap rate, prose (actions/block)", "mean residency, prose (focus steps)",
+    "swap rate, coding (policy-chosen actions/block)", "mean residency, coding (focus steps)",
+    "swap rate, prose (policy-chosen actions/block)", "mean residency, prose (focus steps)",
     "ablation costs measurably: learned, GistNet untrained",
     "ablation costs measurably: learned, LensNet untrained",
     "ablation costs measurably: learned, no LoRA",
@@ -33,10 +34,13 @@ TABLE_HEADS = [
     "| criterion | measured | limit | holds |",
     "| system | B=32 (1/4) | B=64 (1/2) |",
     "| system | answer NLL | exact match |",
-    "| system | corpus | swap rate | expands/block | mean residency | mean abs score |",
+    "| system | corpus | actions/block | policy actions/block | expands/block | mean residency "
+    "| mean abs score |",
     "| metric | value |",
     "| ablation | corpus | loss@H | cost vs learned |",
 ]
+ABLATION_NAMES = ["learned, GistNet untrained", "learned, LensNet untrained", "learned, no LoRA",
+                  "learned LensNet over mean gists", "learned, LensNet without tail gists"]
 SYSTEMS = ["sliding window", "recency (learned gists)", "mean gists + recency", "random",
            "learned (lens)", "oracle"]
 
@@ -75,6 +79,9 @@ def test_report_structure(run):
     assert loss_rows == SYSTEMS, loss_rows
     lr = [r[0] for r in table_rows(text, TABLE_HEADS[2])]
     assert lr[:1] == ["full context"] and set(SYSTEMS) <= set(lr), lr
+    abl = table_rows(text, TABLE_HEADS[5])
+    assert [r[0] for r in abl] == [a for a in ABLATION_NAMES for _ in range(3)], abl
+    assert [r[1] for r in abl] == ["coding", "prose", "long_range"] * len(ABLATION_NAMES), abl
     for png in PLOTS:
         assert (d / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
         assert f"]({png})" in text
@@ -91,6 +98,50 @@ def test_report_numbers_come_from_the_summary(run):
             f"{corpus} (nats/byte)"))
         assert float(re.split(r" ± ", row[1])[0]) == pytest.approx(cell["delta"], abs=6e-4), (
             row, cell)
+
+
+def test_swap_rates_policy_chosen_within_all(run):
+    """For the focus_step systems the policy-chosen swap rate is a number <= the all-actions
+    rate, and the criterion row shows both, judging the policy-chosen one (contract §16.2)."""
+    d, report, _ = run
+    summary = json.loads((d / "eval" / "summary.json").read_text())
+    w = str(summary["meta"]["working_budget"])
+    text = report.read_text()
+    for corpus in ("coding", "prose"):
+        for sysname in ("learned", "random", "no_tail"):
+            c = summary["table"][corpus][sysname][w]
+            assert 0 <= c["policy_swap_rate"] <= c["swap_rate"], (corpus, sysname, c)
+        rec = summary["table"][corpus]["recency"][w]["policy_swap_rate"]
+        assert math.isnan(rec), rec  # a rebuilt WC has no forced/chosen split
+        c = summary["table"][corpus]["learned"][w]
+        row = next(r for r in table_rows(text, TABLE_HEADS[0])
+                   if r[0] == f"swap rate, {corpus} (policy-chosen actions/block)")
+        want = (f"{c['policy_swap_rate']:.3f} (all actions incl. forced: "
+                f"{c['swap_rate']:.3f})")
+        assert row[1] == want, (row, c)
+        assert row[3] == ("yes" if c["policy_swap_rate"] <= 0.25 else "**no**"), (row, c)
+
+
+def test_forced_actions_are_those_of_an_all_quiet_step():
+    """`forced_actions` (the leading actions while N > budget) equals the action count of
+    focus_step on the same WC with all-zero scores (which triggers no expansion, swap or
+    voluntary collapse), on every refocus of a random-policy session (contract §5.1)."""
+    import torch
+
+    import megacontext as mc
+    from megacontext.poc.evaluation import forced_actions
+
+    torch.manual_seed(0)
+    base = mc.TinyGPT(mc.TinyGPTConfig(vocab_size=64, n_layer=1, n_head=2, n_embd=16)).eval()
+    cfg = mc.MCConfig(block_size=4, budget=20, recent_tokens=4, min_residency=1)
+    s = mc.MegaContextSession(cfg, base, policy="random")
+    s.ingest(torch.randint(0, 64, (200,)))
+    recs = [r for r in s.records if r.kind == "refocus"]
+    got = [forced_actions(r, cfg.budget, cfg.block_size) for r in recs]
+    want = [len(mc.focus_step(r.wc_before, torch.zeros(r.n_before), r.T, cfg)[1]) for r in recs]
+    assert got == want, (got, want)
+    assert sum(got) > 0 and sum(len(r.actions) for r in recs) > sum(got), (
+        got, [len(r.actions) for r in recs])
 
 
 def test_rerun_skips_finished_stages(run):
@@ -139,3 +190,23 @@ def test_default_config_file_loads():
 
     cfg = load_poc_config(Path(__file__).resolve().parents[1] / "configs" / "poc.toml")
     assert cfg.pretrain.data.context >= cfg.train.history + cfg.train.horizon
+
+
+def test_no_tail_lensnet_scores_as_tail_none():
+    """The no_tail ablation's LensNet scores exactly as its source LensNet with tail=None,
+    whatever tail it is passed (and the tail does change the source's scores)."""
+    import torch
+
+    from megacontext.models.lensnet import LensNet, LensNetConfig
+    from megacontext.poc.evaluation import NoTailLensNet
+
+    torch.manual_seed(0)
+    lens = LensNet(LensNetConfig(d_in=16)).eval()
+    with torch.no_grad():
+        for p in lens.parameters():
+            p.normal_(0, 0.3)
+    x, f, tail = torch.randn(10, 16), torch.randn(10, 3), torch.randn(3, 16)
+    with torch.no_grad():
+        got = NoTailLensNet.from_lensnet(lens)(x, f, tail=tail)
+        assert torch.equal(got, lens(x, f)), (got, lens(x, f))
+        assert not torch.equal(got, lens(x, f, tail=tail))

@@ -14,10 +14,17 @@ Systems (all share one frozen base's weights):
     oracle        learned gists + LoRA, counterfactual ΔNLL scores on the real next H bytes
 Ablations (learned policy, working budget): one module replaced by its untrained
 initialisation (the same seed as training: what "frozen from the start" gives): no_gistnet,
-no_lensnet, no_lora; and mean_gists (learned LensNet + LoRA over mean-pooled gists).
+no_lensnet, no_lora; mean_gists (learned LensNet + LoRA over mean-pooled gists); and no_tail
+(the trained LensNet scoring with tail=None: its slots read the WC without the tail gists).
+Not measured: causal vs non-causal LensNet. The reference LensNet reads the WC through a few
+learned slots that see every entry; a causal variant needs one slot state per entry prefix,
+i.e. another architecture, and scoring the trained non-causal weights causally would measure
+an input distribution it never saw, not the design choice. It needs its own trained model.
 
 Units: loss@H in nats/byte (mean over the H horizon bytes), latency in ms, swap rate in
 actions per refocus (one refocus per completed K-byte block), residency in focus steps.
+Swap rate is reported twice: all actions per block, and policy-chosen (non-forced) actions
+per block = all actions minus the forced ones (`forced_actions`).
 """
 
 from __future__ import annotations
@@ -31,13 +38,29 @@ from dataclasses import dataclass
 import torch
 
 from ..data import LongRangeTask, load_documents, split_documents
+from ..models.lensnet import LensNet
 from ..runtime.horizon import base_logits, embed_ids
-from ..runtime.session import MegaContextSession, with_budget
+from ..runtime.session import MegaContextSession, RefocusRecord, with_budget
 from .config import PocConfig, parse_budget
 
 POLICY_SYSTEMS = ("window", "recency", "mean_recency", "random", "learned")
-ABLATIONS = ("no_gistnet", "no_lensnet", "no_lora", "mean_gists")
+ABLATIONS = ("no_gistnet", "no_lensnet", "no_lora", "mean_gists", "no_tail")
+FOCUS_STEP_POLICIES = ("lens", "random", "oracle")  # their records' actions come from focus_step
 CORPORA = ("coding", "prose")
+
+
+class NoTailLensNet(LensNet):
+    """A LensNet that ignores the tail gists it is given (scores as with tail=None): the
+    `no_tail` ablation. Same weights as the LensNet it is built from (`from_lensnet`)."""
+
+    def forward(self, x, features, mask=None, tail=None, tail_mask=None, *, projected=False):
+        return super().forward(x, features, mask, projected=projected)
+
+    @classmethod
+    def from_lensnet(cls, lensnet: LensNet) -> NoTailLensNet:
+        out = cls(lensnet.cfg).to(lensnet.dtype)
+        out.load_state_dict(lensnet.state_dict())
+        return out.eval()
 
 
 @dataclass
@@ -51,6 +74,10 @@ class Systems:
     init_base: torch.nn.Module
     init_gistnet: torch.nn.Module
     init_lensnet: torch.nn.Module
+
+    @functools.cached_property
+    def lensnet_no_tail(self) -> NoTailLensNet:
+        return NoTailLensNet.from_lensnet(self.lensnet)
 
     def spec(self, name: str):
         """(policy, base, gistnet or None for mean gists, lensnet) of a system name."""
@@ -67,6 +94,8 @@ class Systems:
             "no_lora": ("lens", s.init_base, s.gistnet, s.lensnet),
             "mean_gists": ("lens", s.base, None, s.lensnet),
         }
+        if name == "no_tail":
+            return ("lens", s.base, s.gistnet, s.lensnet_no_tail)
         return table[name]
 
 
@@ -153,11 +182,28 @@ def _score(logits: torch.Tensor, future: torch.Tensor) -> dict:
     return {"loss": float(nll), "exact": exact}
 
 
+def forced_actions(rec: RefocusRecord, budget: int, block_size: int) -> int:
+    """How many of a `focus_step` record's actions were forced (contract §5.1): focus_step
+    applies forced collapses/evictions first, while N > budget, so they are the shortest prefix
+    of `rec.actions` that brings `rec.n_before` within `budget` (a collapse turns K siblings
+    into one entry, N -= K - 1; an evict removes one). The rest (expansions, swaps, voluntary
+    collapses) are the policy's choice. Exact; only for focus_step policies (window/recency
+    rebuild the WC and diff it, so their actions come in no such order)."""
+    n, k = rec.n_before, 0
+    for a in rec.actions:
+        if n <= budget:
+            break
+        n -= block_size - 1 if a.kind == "collapse" else 1 if a.kind == "evict" else 0
+        k += 1
+    return k
+
+
 @torch.no_grad()
 def measure(item: dict, systems: Systems, ids: torch.Tensor, cfg: PocConfig) -> dict:
     """One cell: `item` = {system, budget (slots or None), T, H, ...}; ids[T + H] bytes.
     Returns loss (nats/byte), exact (greedy under teacher forcing = exact match of all H
-    bytes), and for session systems: refocus count, actions, summed action ages."""
+    bytes), and for session systems: refocus count, actions, forced actions (focus_step
+    policies only), summed action ages."""
     T, H = item["T"], item["H"]
     future = ids[T: T + H]
     if item["system"] == "full":
@@ -177,6 +223,8 @@ def measure(item: dict, systems: Systems, ids: torch.Tensor, cfg: PocConfig) -> 
                age_sum=sum(ages), age_n=len(ages), N=len(s.wc),
                score_abs_mean=_mean([r.score_abs_mean for r in scored]),
                score_max=max((r.score_max for r in scored), default=math.nan))
+    if policy in FOCUS_STEP_POLICIES:
+        out["forced"] = sum(forced_actions(r, mc.budget, mc.block_size) for r in recs)
     return out
 
 
@@ -255,7 +303,8 @@ def _se(v):
 def summarize(items: list[dict], cells: dict[str, dict], cfg: PocConfig, meta: dict) -> dict:
     """The numbers report.md is written from (JSON-able): mean ± s.e. loss@H per corpus x
     system x budget, ΔNLL against full context on the same windows, retrieval accuracy, swap
-    rate and mean residency per system x budget, ablations and their cost over `learned`."""
+    rate (all actions and policy-chosen ones per block) and mean residency per system x
+    budget, ablations and their cost over `learned`."""
     T = cfg.train.history
     work = parse_budget(cfg.eval.working_budget, T, "eval.working_budget")
     loss: dict = {}
@@ -280,6 +329,8 @@ def summarize(items: list[dict], cells: dict[str, dict], cfg: PocConfig, meta: d
                     "delta": _mean(deltas), "delta_se": _se(deltas),
                     "exact": _mean([float(c["exact"]) for _, c in rows]),
                     "swap_rate": acts / refs if refs else math.nan,
+                    "policy_swap_rate": (acts - sum(c["forced"] for _, c in rows)) / refs
+                    if refs and all("forced" in c for _, c in rows) else math.nan,
                     "expand_rate": sum(c.get("expands", 0) for _, c in rows) / refs
                     if refs else math.nan,
                     "score_abs_mean": _mean([c["score_abs_mean"] for _, c in rows
