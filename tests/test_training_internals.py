@@ -102,3 +102,20 @@ def test_a_fresh_run_never_overwrites_phase_checkpoints_and_report_wants_a_train
     (other / "metrics.jsonl").write_text('{"event": "refocus", "T": 32}\n')
     with pytest.raises(cycle.InputError, match="not a `megacontext train` run directory"):
         report(other)
+
+
+def test_training_text_splits_real_text_as_pretraining_does(tmp_path):
+    """The trainer's train / validation documents are the corpus split of `megacontext.data`
+    (so it never evaluates on text its base was pretrained on), and a split that leaves no
+    validation document is a ConfigError naming the source, never a silent fallback."""
+    from megacontext.data import load_documents, split_documents
+    from megacontext.training.text import split_windows
+
+    for i in range(40):
+        (tmp_path / f"f{i:02d}.txt").write_bytes(bytes([97 + i % 26]) * 300)
+    train, val = split_windows(str(tmp_path), 0, 0, 0.2, 64)
+    split = split_documents(load_documents([str(tmp_path)]), 0.2)
+    assert [d.name for d in val.docs] == [d.name for d in split.validation]
+    assert [d.name for d in train.docs] == [d.name for d in split.train]
+    with pytest.raises(cycle.ConfigError, match="data.source"):
+        split_windows(str(tmp_path / "f00.txt"), 0, 0, 0.2, 64)

@@ -1,34 +1,17 @@
 """Training text for the cycle (contract §13, §16): byte documents split by file.
 
-The data branch's corpus module was not available to this trainer yet, so this is the small
-subset the cycle needs: documents from the standard library, a directory / file, or a seeded
-synthetic text; a train / validation split by a hash of each file's name; and seeded windows
-of `length` bytes.
+Real text comes from the corpus of `megacontext.data` (the same documents, names and
+train / validation split as base pretraining, so the trainer never evaluates on text the base
+was trained on); "synthetic" is a seeded key=value text for tiny runs and tests. Windows of
+`length` bytes are drawn seeded from either.
 """
 
 from __future__ import annotations
 
-import hashlib
-import sysconfig
-from dataclasses import dataclass
-from pathlib import Path
-
 import torch
 
+from ..data.corpus import CorpusError, Document, load_documents, split_documents
 from ..errors import ConfigError, InputError
-
-
-@dataclass(frozen=True)
-class Doc:
-    name: str
-    data: bytes
-
-
-def is_validation(name: str, val_fraction: float) -> bool:
-    """A file validates when the first 8 bytes of sha256(name), as a fraction, are below
-    `val_fraction`: stable across machines and independent of the file list."""
-    h = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big")
-    return h / 2**64 < val_fraction
 
 
 def synthetic_text(n_bytes: int, seed: int) -> bytes:
@@ -50,34 +33,23 @@ def synthetic_text(n_bytes: int, seed: int) -> bytes:
     return bytes(out[:n_bytes])
 
 
-def load_docs(source: str, seed: int, synthetic_bytes: int) -> list[Doc]:
-    """Documents of `source` ("stdlib" | "synthetic" | a path), sorted by name."""
+def load_docs(source: str, seed: int, synthetic_bytes: int) -> list[Document]:
+    """Documents of `source` ("synthetic", or any source of `megacontext.data.load_documents`:
+    "stdlib", "pydoc", a directory or a file), sorted by name."""
     if source == "synthetic":
-        return [Doc(f"synthetic-{i:02d}", synthetic_text(synthetic_bytes // 16, seed * 1000 + i))
+        return [Document(f"synthetic-{i:02d}",
+                         synthetic_text(synthetic_bytes // 16, seed * 1000 + i))
                 for i in range(16)]
-    if source == "stdlib":
-        root = Path(sysconfig.get_paths()["stdlib"])
-        files = [p for p in root.rglob("*.py")
-                 if "test" not in p.relative_to(root).parts[0] and "site-packages" not in p.parts]
-    else:
-        root = Path(source)
-        if root.is_file():
-            files, root = [root], root.parent
-        elif root.is_dir():
-            files = [p for p in root.rglob("*") if p.is_file()]
-        else:
-            raise ConfigError(f"data.source = {source!r}: no such file or directory")
-    docs = [Doc(str(p.relative_to(root)), p.read_bytes()) for p in sorted(files)]
-    docs = [d for d in docs if d.data]
-    if not docs:
-        raise ConfigError(f"data.source = {source!r}: no non-empty files")
-    return docs
+    try:
+        return load_documents((source,))
+    except CorpusError as e:
+        raise ConfigError(f"data.source = {source!r}: {e}") from None
 
 
 class Windows:
     """Seeded windows of `length` bytes from documents at least that long."""
 
-    def __init__(self, docs: list[Doc], length: int, what: str):
+    def __init__(self, docs: list[Document], length: int, what: str):
         self.docs = [d for d in docs if len(d.data) >= length]
         self.length = length
         if not self.docs:
@@ -103,8 +75,10 @@ def split_windows(source: str, seed: int, synthetic_bytes: int, val_fraction: fl
     if source == "synthetic":
         train, val = docs[:-1], docs[-1:]
     else:
-        val = [d for d in docs if is_validation(d.name, val_fraction)]
-        train = [d for d in docs if not is_validation(d.name, val_fraction)]
-        if not val or not train:
-            train, val = docs[:-1] or docs, docs[-1:]
+        try:
+            split = split_documents(docs, val_fraction)
+        except CorpusError as e:
+            raise ConfigError(f"data.source = {source!r}, data.val_fraction = {val_fraction}: "
+                              f"{e}") from None
+        train, val = list(split.train), list(split.validation)
     return Windows(train, length, "training"), Windows(val, length, "validation")

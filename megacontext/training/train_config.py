@@ -60,10 +60,11 @@ class BaseSection:
 
 @dataclass(frozen=True)
 class DataSection:
-    """Training text. `source`: "stdlib" (the standard library's .py files), "synthetic"
-    (seeded key=value records with later look-ups: long-range structure in a few kB, for tiny
-    runs), or a directory / file path. Files are split into train / validation by a hash of
-    their relative name (`val_fraction` of them validate)."""
+    """Training text. `source`: any source of the byte corpus (`megacontext.data`: "stdlib",
+    "pydoc", a directory or a file path), split into train / validation exactly as base
+    pretraining splits it (a hash of each document's name; `val_fraction` of them validate),
+    or "synthetic" (seeded key=value records with later look-ups: long-range structure in a
+    few kB, for tiny runs)."""
 
     source: str = "stdlib"
     val_fraction: float = 0.05
