@@ -8,6 +8,7 @@ import math
 import re
 
 import pytest
+import torch
 
 from megacontext.errors import ConfigError
 from megacontext.poc import run_poc, small_config
@@ -27,6 +28,8 @@ CRITERIA = [
     "ablation costs measurably: learned, GistNet untrained",
     "ablation costs measurably: learned, LensNet untrained",
     "ablation costs measurably: learned, no LoRA",
+    "non-causal LensNet's ΔNLL@H lower than causal's, coding",
+    "non-causal LensNet's ΔNLL@H lower than causal's, prose",
     "long-range: share of recency's gap to full context closed by learned (answer NLL)",
     "learned beats mean gists + recency, coding", "learned beats mean gists + recency, prose",
 ]
@@ -40,7 +43,8 @@ TABLE_HEADS = [
     "| ablation | corpus | loss@H | cost vs learned |",
 ]
 ABLATION_NAMES = ["learned, GistNet untrained", "learned, LensNet untrained", "learned, no LoRA",
-                  "learned LensNet over mean gists", "learned, LensNet without tail gists"]
+                  "learned LensNet over mean gists", "learned, LensNet without tail gists",
+                  "learned with a causal LensNet (own run)"]
 SYSTEMS = ["sliding window", "recency (learned gists)", "mean gists + recency", "random",
            "learned (lens)", "oracle"]
 
@@ -144,6 +148,24 @@ def test_forced_actions_are_those_of_an_all_quiet_step():
         got, [len(r.actions) for r in recs])
 
 
+def test_the_causal_ablation_is_its_own_trained_causal_system(run):
+    """The causal row comes from the train-causal run, whose LensNet is a CausalLensNet and
+    whose weights differ from the non-causal run's (contract §16.2)."""
+    from megacontext.models.causal_lensnet import CausalLensNet
+    from megacontext.poc.pipeline import load_systems
+
+    d, _, _ = run
+    stages = json.loads((d / "stages.json").read_text())
+    assert "train-causal" in stages["train_causal"]["artifact"], stages
+    systems = load_systems(small_config(), stages["pretrain"]["artifact"],
+                           stages["train"]["artifact"], stages["train_causal"]["artifact"])
+    policy, _, _, lens = systems.spec("causal")
+    assert policy == "lens" and type(lens) is CausalLensNet
+    assert type(systems.lensnet) is not CausalLensNet
+    assert any(not torch.equal(a, b) for a, b in zip(
+        lens.state_dict().values(), systems.lensnet.state_dict().values(), strict=True))
+
+
 def test_rerun_skips_finished_stages(run):
     """A second run with the same config measures nothing again and rewrites the same report."""
     d, report, _ = run
@@ -152,7 +174,7 @@ def test_rerun_skips_finished_stages(run):
     out = io.StringIO()
     run_poc(small_config(), d, progress=False, out=out)
     log = out.getvalue()
-    for stage in ("pretrain", "train", "evaluate"):
+    for stage in ("pretrain", "train", "train_causal", "evaluate"):
         assert f"[poc] {stage}: done" in log, log
     assert (d / "eval" / "cells.json").stat().st_mtime_ns == cells
     assert report.read_text() == before
@@ -193,11 +215,13 @@ def test_default_config_file_loads():
 
 
 def test_no_tail_lensnet_scores_as_tail_none():
-    """The no_tail ablation's LensNet scores exactly as its source LensNet with tail=None,
-    whatever tail it is passed (and the tail does change the source's scores)."""
+    """The no_tail ablation's LensNet scores exactly as its source LensNet with tail=None, gets
+    no tail from `lens_tail` and refuses one passed anyway (the tail does change the source's
+    scores)."""
     import torch
 
-    from megacontext.models.lensnet import LensNet, LensNetConfig
+    from megacontext.errors import InputError
+    from megacontext.models.lensnet import LensNet, LensNetConfig, lens_tail
     from megacontext.poc.evaluation import NoTailLensNet
 
     torch.manual_seed(0)
@@ -206,7 +230,10 @@ def test_no_tail_lensnet_scores_as_tail_none():
         for p in lens.parameters():
             p.normal_(0, 0.3)
     x, f, tail = torch.randn(10, 16), torch.randn(10, 3), torch.randn(3, 16)
+    no_tail = NoTailLensNet.from_lensnet(lens)
     with torch.no_grad():
-        got = NoTailLensNet.from_lensnet(lens)(x, f, tail=tail)
+        got = no_tail(x, f, tail=lens_tail(no_tail, tree=None))
         assert torch.equal(got, lens(x, f)), (got, lens(x, f))
         assert not torch.equal(got, lens(x, f, tail=tail))
+        with pytest.raises(InputError, match="tail"):
+            no_tail(x, f, tail=tail)

@@ -19,7 +19,7 @@ from ..cli import positive_int, seed_type
 from ..controller.config import MCConfig
 from ..controller.lod_map import render_lod_map
 from ..errors import MegaContextError
-from ..models.lensnet import LensNet, LensNetConfig, lens_features, tail_gists
+from ..models.lensnet import LensNet, LensNetConfig, lens_features, lens_tail
 from ..runtime.labels import label_snapshot
 from ..runtime.loading import load_base, read_ids
 from ..runtime.session import POLICIES, MegaContextSession
@@ -53,10 +53,9 @@ def _scores(session: MegaContextSession) -> torch.Tensor | None:
     if session.policy != "lens":
         return None
     with torch.no_grad():
-        tail = tail_gists(session.tree)
         return session.lensnet(session.tree.gather(session.wc),
                                lens_features(session.wc, session.T, session.cfg),
-                               tail=tail if tail.shape[0] else None).float()
+                               tail=lens_tail(session.lensnet, session.tree)).float()
 
 
 def run(args: argparse.Namespace, out=None) -> int:

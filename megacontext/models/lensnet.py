@@ -136,8 +136,11 @@ class LensNet(nn.Module):
     False) score exactly 0 and never influence real ones. Inputs of any float dtype are cast
     to the parameter dtype (`.to(torch.bfloat16)` for bf16; no autocast needed). Same weights
     and inputs give bitwise-identical scores. Bad shapes or dtypes raise InputError /
-    InputTypeError naming the argument.
+    InputTypeError naming the argument. `reads_tail` (True) tells callers to pass the tail
+    gists; `CausalLensNet` (the causal ablation) reads none.
     """
+
+    reads_tail = True
 
     def __init__(self, cfg: LensNetConfig | None = None):
         super().__init__()
@@ -461,6 +464,15 @@ def _lin(P: dict, name: str, x: torch.Tensor) -> torch.Tensor:
 def _ln(P: dict, name: str, x: torch.Tensor) -> torch.Tensor:
     """The LayerNorm `name` (eps 1e-5, the nn.LayerNorm default) with the copies in P."""
     return F.layer_norm(x, x.shape[-1:], P[f"{name}.weight"], P[f"{name}.bias"], 1e-5)
+
+
+def lens_tail(lensnet: LensNet, tree) -> torch.Tensor | None:
+    """The `tail` argument for `lensnet` on `tree`: `tail_gists(tree)`, or None when the tree
+    has no gist yet or the scorer reads no tail (`reads_tail` False: `CausalLensNet`)."""
+    if not lensnet.reads_tail:
+        return None
+    tail = tail_gists(tree)
+    return tail if tail.shape[0] else None
 
 
 def tail_gists(tree, per_level: int = 2) -> torch.Tensor:

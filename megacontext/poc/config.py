@@ -53,6 +53,9 @@ class EvalSection:
     n_records: int = 4  # key -> value records planted per long-range example
     plant_within: float = 0.25  # records lie in this leading fraction of the history
     latency_blocks: int = 8  # K-blocks timed for the latency measurement
+    # train a second system whose LensNet is causal ([lensnet].causal, train-causal/) and
+    # report the seed's causal-vs-non-causal comparison; false skips that run and its cells
+    causal_lensnet: bool = True
 
     def check(self, history: int) -> None:
         for k in ("coding_windows", "prose_windows", "oracle_windows", "long_range_examples",

@@ -15,11 +15,11 @@ Systems (all share one frozen base's weights):
 Ablations (learned policy, working budget): one module replaced by its untrained
 initialisation (the same seed as training: what "frozen from the start" gives): no_gistnet,
 no_lensnet, no_lora; mean_gists (learned LensNet + LoRA over mean-pooled gists); and no_tail
-(the trained LensNet scoring with tail=None: its slots read the WC without the tail gists).
-Not measured: causal vs non-causal LensNet. The reference LensNet reads the WC through a few
-learned slots that see every entry; a causal variant needs one slot state per entry prefix,
-i.e. another architecture, and scoring the trained non-causal weights causally would measure
-an input distribution it never saw, not the design choice. It needs its own trained model.
+(the trained LensNet scoring with tail=None: its slots read the WC without the tail gists);
+causal (the seed's causal-vs-non-causal question: a whole second trainer run, same seeds and
+config, whose LensNet is a `CausalLensNet`; scoring the non-causal weights causally would
+measure inputs they never saw, so the causal scorer is trained from scratch, and GistNet and
+LoRA are trained alongside it, as the cycle alternates).
 
 Units: loss@H in nats/byte (mean over the H horizon bytes), latency in ms, swap rate in
 actions per refocus (one refocus per completed K-byte block), residency in focus steps.
@@ -38,22 +38,29 @@ from dataclasses import dataclass
 import torch
 
 from ..data import LongRangeTask, load_documents, split_documents
+from ..errors import InputError
 from ..models.lensnet import LensNet
 from ..runtime.horizon import base_logits, embed_ids
 from ..runtime.session import MegaContextSession, RefocusRecord, with_budget
 from .config import PocConfig, parse_budget
 
 POLICY_SYSTEMS = ("window", "recency", "mean_recency", "random", "learned")
-ABLATIONS = ("no_gistnet", "no_lensnet", "no_lora", "mean_gists", "no_tail")
+ABLATIONS = ("no_gistnet", "no_lensnet", "no_lora", "mean_gists", "no_tail", "causal")
 FOCUS_STEP_POLICIES = ("lens", "random", "oracle")  # their records' actions come from focus_step
 CORPORA = ("coding", "prose")
 
 
 class NoTailLensNet(LensNet):
-    """A LensNet that ignores the tail gists it is given (scores as with tail=None): the
-    `no_tail` ablation. Same weights as the LensNet it is built from (`from_lensnet`)."""
+    """The `no_tail` ablation: a LensNet with the weights of the one it is built from
+    (`from_lensnet`) that reads no tail gists (`reads_tail` False: callers pass none, see
+    `lens_tail`; a tail passed anyway raises InputError), so it scores as with tail=None."""
+
+    reads_tail = False
 
     def forward(self, x, features, mask=None, tail=None, tail_mask=None, *, projected=False):
+        if tail is not None or tail_mask is not None:
+            raise InputError("tail: the no_tail ablation's LensNet reads no tail gists; pass "
+                             "tail=None")
         return super().forward(x, features, mask, projected=projected)
 
     @classmethod
@@ -74,6 +81,7 @@ class Systems:
     init_base: torch.nn.Module
     init_gistnet: torch.nn.Module
     init_lensnet: torch.nn.Module
+    causal: tuple | None = None  # (base, gistnet, CausalLensNet) of the causal trainer run
 
     @functools.cached_property
     def lensnet_no_tail(self) -> NoTailLensNet:
@@ -96,6 +104,10 @@ class Systems:
         }
         if name == "no_tail":
             return ("lens", s.base, s.gistnet, s.lensnet_no_tail)
+        if name == "causal":
+            if s.causal is None:
+                raise ValueError("the causal system was not loaded (eval.causal_lensnet)")
+            return ("lens", *s.causal)
         return table[name]
 
 
@@ -265,6 +277,7 @@ def eval_items(cfg: PocConfig) -> list[dict]:
     e, T, H = cfg.eval, cfg.train.history, cfg.train.horizon
     budgets = [parse_budget(b, T, "eval.budgets") for b in e.budgets]
     work = parse_budget(e.working_budget, T, "eval.working_budget")
+    ablations = tuple(a for a in ABLATIONS if a != "causal" or e.causal_lensnet)
     items = []
     for corpus, n in (("coding", e.coding_windows), ("prose", e.prose_windows)):
         for w in range(n):
@@ -273,14 +286,14 @@ def eval_items(cfg: PocConfig) -> list[dict]:
             for b in budgets:
                 for sysname in POLICY_SYSTEMS:
                     items.append(base | {"system": sysname, "budget": b})
-            for sysname in ABLATIONS:
+            for sysname in ablations:
                 items.append(base | {"system": sysname, "budget": work})
             if w < e.oracle_windows:
                 items.append(base | {"system": "oracle", "budget": work})
     for i in range(e.long_range_examples):
         base = {"corpus": "long_range", "window": i, "T": T, "H": 8, "seed": i}
         items.append(base | {"system": "full", "budget": None})
-        for sysname in POLICY_SYSTEMS + ABLATIONS:
+        for sysname in POLICY_SYSTEMS + ablations:
             items.append(base | {"system": sysname, "budget": work})
         if i < e.oracle_windows:
             items.append(base | {"system": "oracle", "budget": work})

@@ -8,6 +8,7 @@ Run directory:
                        artifact and wall time (s)
     pretrain/          the `megacontext pretrain` run (absent when cfg.base names a base)
     train/             the `megacontext train` run (config.toml, metrics.jsonl, checkpoints/)
+    train-causal/      the same run with `[lensnet].causal = true` (eval.causal_lensnet)
     eval/cells.json    one entry per measured cell (resume: measured cells are not redone)
     eval/summary.json  the numbers the report is written from
     report.md, *.png   the report (regenerated from eval/summary.json every run)
@@ -41,7 +42,7 @@ from .evaluation import (
     summarize,
 )
 
-STAGES = ("pretrain", "train", "evaluate")
+STAGES = ("pretrain", "train", "train_causal", "evaluate")
 
 
 class Stages:
@@ -120,42 +121,48 @@ def stage_pretrain(cfg: PocConfig, run_dir: Path, stages: Stages, progress: bool
 # --- stage 2: the cycles ------------------------------------------------------------------
 
 
-def train_config(cfg: PocConfig, base_dir: str):
-    return dataclasses.replace(cfg.train, base=dataclasses.replace(cfg.train.base,
-                                                                   checkpoint=base_dir))
+def train_config(cfg: PocConfig, base_dir: str, causal: bool = False):
+    """The trainer config of the POC's run on `base_dir` (`causal`: with a CausalLensNet)."""
+    lensnet = dataclasses.replace(cfg.train.lensnet, causal=causal or cfg.train.lensnet.causal)
+    return dataclasses.replace(cfg.train, lensnet=lensnet, base=dataclasses.replace(
+        cfg.train.base, checkpoint=base_dir))
 
 
 def stage_train(cfg: PocConfig, base_dir: str, run_dir: Path, stages: Stages, progress: bool,
-                out) -> str:
-    """The last phase checkpoint of the trainer run on `base_dir`."""
+                out, causal: bool = False) -> str:
+    """The last phase checkpoint of the trainer run on `base_dir` (stage "train" in train/,
+    or with `causal` stage "train_causal" in train-causal/)."""
     from ..training.cycle import train
     from ..training.train_config import config_sha256
 
-    tcfg = train_config(cfg, base_dir)
+    stage, tdir = ("train_causal", run_dir / "train-causal") if causal else (
+        "train", run_dir / "train")
+    tcfg = train_config(cfg, base_dir, causal)
     sha = section_sha(config_sha256(tcfg), stages.data.get("pretrain", {}).get("sha"))
-    rec = stages.done("train", sha)
+    rec = stages.done(stage, sha)
     if rec is not None:
-        _log(f"train: done ({rec['artifact']})", out)
+        _log(f"{stage}: done ({rec['artifact']})", out)
         return rec["artifact"]
-    tdir = run_dir / "train"
     ckpts = sorted(p for p in (tdir / "checkpoints").glob("*") if (p / "manifest.json").is_file())
     resume = str(ckpts[-1]) if ckpts else None
-    _log(f"train: {'resuming after ' + resume if resume else 'starting'} in {tdir}", out)
+    _log(f"{stage}: {'resuming after ' + resume if resume else 'starting'} in {tdir}", out)
     t0 = time.perf_counter()
     result = train(tcfg, tdir, resume=resume, progress=progress)
     for p in result.phases:
         m = {k: round(v, 4) for k, v in p.metrics.items() if isinstance(v, float)}
-        _log(f"train: {p.phase.label}: {p.steps} steps {json.dumps(m)}", out)
+        _log(f"{stage}: {p.phase.label}: {p.steps} steps {json.dumps(m)}", out)
     ckpts = sorted(p for p in (tdir / "checkpoints").glob("*") if (p / "manifest.json").is_file())
-    stages.mark("train", sha, str(ckpts[-1]), time.perf_counter() - t0)
+    stages.mark(stage, sha, str(ckpts[-1]), time.perf_counter() - t0)
     return str(ckpts[-1])
 
 
 # --- stage 3: evaluation -----------------------------------------------------------------
 
 
-def load_systems(cfg: PocConfig, base_dir: str, checkpoint: str) -> Systems:
-    """Trained modules from `checkpoint` and their seeded initialisations (build_models)."""
+def load_systems(cfg: PocConfig, base_dir: str, checkpoint: str,
+                 causal_checkpoint: str | None = None) -> Systems:
+    """Trained modules from `checkpoint` (and the causal run's from `causal_checkpoint`) and
+    their seeded initialisations (build_models)."""
     from ..training.cycle import MODULES, build_models
     from ..training.phase_store import load_phase_checkpoint
     from ..training.text import split_windows
@@ -163,18 +170,26 @@ def load_systems(cfg: PocConfig, base_dir: str, checkpoint: str) -> Systems:
     tcfg = train_config(cfg, base_dir)
     tw, _ = split_windows(tcfg.data.source, tcfg.seed, tcfg.data.synthetic_bytes,
                           tcfg.data.val_fraction, tcfg.history + tcfg.horizon)
+
+    def trained(tc, path):
+        models = build_models(tc, tw)
+        tensors, _ = load_phase_checkpoint(path)
+        for name in MODULES:
+            models.load_state(name, tensors[name])
+        return models.base.eval(), models.gistnet.eval(), models.lensnet.eval()
+
     init = build_models(tcfg, tw)
-    trained = build_models(tcfg, tw)
-    tensors, _ = load_phase_checkpoint(checkpoint)
-    for name in MODULES:
-        trained.load_state(name, tensors[name])
-    return Systems(trained.base.eval(), trained.gistnet.eval(), trained.lensnet.eval(),
-                   init.base.eval(), init.gistnet.eval(), init.lensnet.eval())
+    causal = (trained(train_config(cfg, base_dir, causal=True), causal_checkpoint)
+              if causal_checkpoint else None)
+    return Systems(*trained(tcfg, checkpoint), init.base.eval(), init.gistnet.eval(),
+                   init.lensnet.eval(), causal)
 
 
 def stage_evaluate(cfg: PocConfig, base_dir: str, checkpoint: str, run_dir: Path,
-                   stages: Stages, progress: bool, out) -> dict:
-    sha = section_sha(poc_config_to_dict(cfg)["eval"], stages.data.get("train", {}).get("sha"))
+                   stages: Stages, progress: bool, out, causal_checkpoint: str | None = None
+                   ) -> dict:
+    sha = section_sha(poc_config_to_dict(cfg)["eval"], stages.data.get("train", {}).get("sha"),
+                      *([stages.data["train_causal"]["sha"]] if causal_checkpoint else []))
     edir = run_dir / "eval"
     rec = stages.done("evaluate", sha)
     if rec is not None:
@@ -182,7 +197,7 @@ def stage_evaluate(cfg: PocConfig, base_dir: str, checkpoint: str, run_dir: Path
         return json.loads(Path(rec["artifact"]).read_text())
     t0 = time.perf_counter()
     torch.set_num_threads(cfg.train.threads)
-    systems = load_systems(cfg, base_dir, checkpoint)
+    systems = load_systems(cfg, base_dir, checkpoint, causal_checkpoint)
     T, H = cfg.train.history, cfg.train.horizon
     data = {"coding": heldout_windows("stdlib", cfg.eval.coding_windows, T + H,
                                       cfg.pretrain.data.val_fraction),
@@ -217,7 +232,7 @@ def stage_evaluate(cfg: PocConfig, base_dir: str, checkpoint: str, run_dir: Path
     work = parse_budget(cfg.eval.working_budget, T, "eval.working_budget")
     first = (data["coding"] or data["prose"])[0]["ids"]
     latency = measure_latency(systems, first, cfg, work)
-    meta = {"base": base_dir, "checkpoint": checkpoint,
+    meta = {"base": base_dir, "checkpoint": checkpoint, "causal_checkpoint": causal_checkpoint,
             "files": {k: sorted({w["name"] for w in v}) for k, v in data.items()
                       if k != "long_range"},
             "long_range": {"examples": len(examples), "n_records": cfg.eval.n_records,
@@ -248,7 +263,9 @@ def run_poc(cfg: PocConfig, run_dir: str | Path, progress: bool = True, out=None
     t0 = time.perf_counter()
     base_dir = stage_pretrain(cfg, run_dir, stages, progress, out)
     checkpoint = stage_train(cfg, base_dir, run_dir, stages, progress, out)
-    summary = stage_evaluate(cfg, base_dir, checkpoint, run_dir, stages, progress, out)
+    causal = (stage_train(cfg, base_dir, run_dir, stages, progress, out, causal=True)
+              if cfg.eval.causal_lensnet else None)
+    summary = stage_evaluate(cfg, base_dir, checkpoint, run_dir, stages, progress, out, causal)
     report = write_report(summary, run_dir)
     _log(f"report: {report} ({time.perf_counter() - t0:.1f} s this invocation)", out)
     return report

@@ -40,7 +40,7 @@ from ..controller.working_context import (
     build_working_context,
 )
 from ..errors import ConfigError, InputError, InputTypeError, check_int
-from ..models.lensnet import LensNet, lens_features, tail_gists
+from ..models.lensnet import LensNet, lens_features, lens_tail
 from ..models.tree import MegaContextTree
 from ..supervision.lens_targets import lens_targets_from_utilities
 from .horizon import base_logits, check_ids, device_of, embed_ids, loss_at_h_batch
@@ -198,11 +198,10 @@ class MegaContextSession:
                     cached = self.cached_projections
                     x = (self.tree.gather(before, lensnet=self.lensnet) if cached
                          else self.tree.gather(before))
-                    tail = tail_gists(self.tree)
+                    tail = lens_tail(self.lensnet, self.tree)
                     gather_ms = _ms(t1)
                     t1 = time.perf_counter()
-                    scores = self.lensnet(x, lens_features(before, T, cfg),
-                                          tail=tail if tail.shape[0] else None,
+                    scores = self.lensnet(x, lens_features(before, T, cfg), tail=tail,
                                           projected=cached).float()
                     lens_ms = _ms(t1)
             elif self.policy == "random":

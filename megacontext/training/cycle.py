@@ -52,8 +52,9 @@ from torch.nn.utils.rnn import pad_sequence
 from ..controller.config import MCConfig
 from ..controller.lod_map import render_lod_map
 from ..errors import ConfigError, InputError, InvariantError, MegaContextError
+from ..models.causal_lensnet import CausalLensNet
 from ..models.gistnet import GistNet, GistNetConfig
-from ..models.lensnet import LensNet, LensNetConfig, lens_features, tail_gists
+from ..models.lensnet import LensNet, LensNetConfig, lens_features, lens_tail
 from ..models.tiny_gpt import LoRALinear, TinyGPT, TinyGPTConfig
 from ..runtime.labels import best_variant_labels, label_snapshot
 from ..runtime.session import MegaContextSession, policy_nll
@@ -204,8 +205,9 @@ def build_models(cfg: TrainConfig, train_windows: Windows) -> Models:
     gistnet = GistNet(GistNetConfig(dim=E, block_size=cfg.mc.block_size, n_layers=gc.n_layers,
                                     n_heads=gc.n_heads, mlp_ratio=gc.mlp_ratio,
                                     levels=cfg.mc.max_lod, shared=gc.shared))
-    lensnet = LensNet(LensNetConfig(d_in=E, width=lc.width, n_heads=lc.n_heads,
-                                    n_latents=lc.n_latents, slot_mlp_ratio=lc.slot_mlp_ratio))
+    lens_cls = CausalLensNet if lc.causal else LensNet  # the causal ablation (contract §16.2)
+    lensnet = lens_cls(LensNetConfig(d_in=E, width=lc.width, n_heads=lc.n_heads,
+                                     n_latents=lc.n_latents, slot_mlp_ratio=lc.slot_mlp_ratio))
     return Models(base.eval(), gistnet.eval(), lensnet.eval())
 
 
@@ -343,14 +345,14 @@ class LabelPool:
     stamp: dict  # the checkpoints (sha256) and policy that made the labels
 
 
-def lens_item(snap_tree, wc, T, mc, targets, mask, weight, legality_mask: bool) -> LensItem:
+def lens_item(snap_tree, wc, T, mc, targets, mask, weight, legality_mask: bool,
+              lensnet: LensNet) -> LensItem:
     targets = targets.to(torch.float32)
     if not legality_mask:  # the ablation: every entry supervised, 0 where nothing was measured
         targets = torch.where(mask, targets, torch.zeros_like(targets))
         mask = torch.ones_like(mask)
-    tail = tail_gists(snap_tree)
     return LensItem(wc, T, snap_tree.gather(wc), lens_features(wc, T, mc),
-                    tail if tail.shape[0] else None, targets, mask, float(weight))
+                    lens_tail(lensnet, snap_tree), targets, mask, float(weight))
 
 
 def make_labels(cfg: TrainConfig, models: Models, windows: Windows, policy: str, n: int,
@@ -399,11 +401,12 @@ def label_items(cfg: TrainConfig, models: Models, snap: Snapshot, seed: int) -> 
                              max_candidates=lc.max_candidates, seed=seed)
         t, m = lens_targets_from_utilities(snap.wc, lab.expand_gain, lab.collapse_loss,
                                            snap.T, mc, lc.price)
-        return [lens_item(snap.tree, snap.wc, snap.T, mc, t, m, 1.0, lc.legality_mask)]
+        return [lens_item(snap.tree, snap.wc, snap.T, mc, t, m, 1.0, lc.legality_mask,
+                          models.lensnet)]
     b = best_variant_labels(models.base, snap.tree, snap.wc, snap.T, snap.future, mc,
                             n_variants=lc.n_variants, seed=seed)
     w = b.weights.tolist() if lc.variant_weights else [1.0] * len(b.variants)
-    return [lens_item(snap.tree, v, snap.T, mc, t, m, wt, lc.legality_mask)
+    return [lens_item(snap.tree, v, snap.T, mc, t, m, wt, lc.legality_mask, models.lensnet)
             for v, t, m, wt in zip(b.variants, b.targets, b.masks, w, strict=True)]
 
 

@@ -87,10 +87,14 @@ class GistSection:
 
 @dataclass(frozen=True)
 class LensSection:
+    """LensNet's size; `causal`: train `CausalLensNet` (entry n reads only entries <= n, no
+    tail gists: the seed's causal-vs-non-causal ablation) instead of the non-causal LensNet."""
+
     width: int = 64
     n_heads: int = 4
     n_latents: int = 6
     slot_mlp_ratio: int = 2
+    causal: bool = False
 
 
 @dataclass(frozen=True)
