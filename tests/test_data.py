@@ -192,11 +192,40 @@ def test_long_range_examples_are_seeded_and_answer_recoverable():
     assert any(filler in d.data for d in docs)
 
 
+def test_long_range_queries_in_turn_and_text_after_the_last_answer():
+    """n_queries distinct keys are asked in turn (each answer closed by '>>\\n'), and `after`
+    bytes (the close, then the filler document's next bytes) follow the last answer."""
+    docs = [Document(f"f{i}", b"".join(b"line %d of file %d\n" % (j, i) for j in range(300)))
+            for i in range(3)]
+    task = LongRangeTask(docs, length=1024, n_records=4, key_len=2, value_len=8,
+                         plant_within=0.25, seed=1, n_queries=3, after=40)
+    for i in range(5):
+        ex = task.example(i)
+        assert len(ex.text) == 1024 and len(ex.answer_spans) == 3, ex.answer_spans
+        assert len(set(ex.queries)) == 3 and ex.queried == ex.queries[-1]
+        assert ex.answer_spans[-1] == (ex.answer_start, ex.answer_end) == (1024 - 40 - 8,
+                                                                            1024 - 40)
+        for (a, b), q in zip(ex.answer_spans, ex.queries, strict=True):
+            key = ex.text[ex.record_starts[q] + 3: ex.record_starts[q] + 5]
+            value = ex.text[ex.record_starts[q] + 7: ex.record_starts[q] + 15]
+            assert ex.text[a - 7: a] == query_bytes(key) and ex.text[a:b] == value, (i, q)
+            assert ex.text[b: b + 3] == b">>\n"
+        rest = ex.text[ex.answer_end + 3:]
+        assert len(rest) == 37 and any(rest in d.data for d in docs)
+    single = LongRangeTask(docs, 1024, 4, 2, 8, 0.25, seed=1)  # n_queries=1, after=0
+    ex = single.example(0)
+    assert ex.answer_spans == ((1016, 1024),) and ex.queries == (ex.queried,)
+
+
 def test_long_range_errors():
     docs = docs_of(2, size=500)
     with pytest.raises(InputError, match="length=40 leaves no room for filler"):
         LongRangeTask(docs, length=40, n_records=2)
     with pytest.raises(InputError, match="plant_within"):
         LongRangeTask(docs, length=400, plant_within=0.0)
+    with pytest.raises(InputError, match="n_queries=3 > n_records=2"):
+        LongRangeTask(docs, length=400, n_records=2, n_queries=3)
+    with pytest.raises(InputError, match="after=2"):
+        LongRangeTask(docs, length=400, after=2)
     with pytest.raises(CorpusError, match="longest"):
         LongRangeTask(docs, length=4096)  # filler longer than every document

@@ -5,7 +5,11 @@ An example is exactly `length` bytes:
 
     filler text with n_records records  b"\\n<<KEY: VALUE>>\\n"  inserted in its first
     `plant_within` fraction (each at the byte after a newline when there is one), then the
-    query  b"\\n<<KEY: "  for one of the planted keys, then that key's VALUE (the answer).
+    query  b"\\n<<KEY: "  for one of the planted keys, then that key's VALUE (the answer);
+    with n_queries > 1, that many distinct keys are queried in turn, each answer closed by
+    b">>\\n" before the next query; with after > 0, the last answer is followed by b">>\\n"
+    and after - 3 more bytes of the filler's document (so an answer can sit at a chosen offset,
+    e.g. right after a training history, with real text in the rest of the horizon).
 
 Keys and values are drawn from `ALPHABET` (A-Z, 0-9), keys distinct within an example, so a
 model that has not read the record is right on a value byte with probability 1/36. The filler is
@@ -28,6 +32,9 @@ from .windows import WindowSampler, step_seed
 ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 
 
+CLOSE = b">>\n"  # what closes a record, and an answer that another query or text follows
+
+
 def record_bytes(key: bytes, value: bytes) -> bytes:
     return b"\n<<" + key + b": " + value + b">>\n"
 
@@ -46,7 +53,11 @@ class LongRangeExample:
     key: bytes
     value: bytes
     record_starts: tuple[int, ...]  # byte offset of each planted record in `text`, ascending
-    queried: int  # which record (index into record_starts) the query asks for
+    queried: int  # which record (index into record_starts) the last query asks for
+    # every query's answer span [start, end) in text order (the last one is answer_start/end)
+    # and the record each asks for
+    answer_spans: tuple[tuple[int, int], ...] = ()
+    queries: tuple[int, ...] = ()
 
     @property
     def prompt(self) -> bytes:
@@ -60,9 +71,10 @@ class LongRangeExample:
 class LongRangeTask:
     """Seeded generator of `LongRangeExample`s over real text; `example(i)` for i >= 0.
 
-    Raises InputError if the records and query leave no room for filler
-    (`length <= n_records * (key_len + value_len + 8) + key_len + 4 + value_len`), or for
-    a plant_within outside (0, 1]; CorpusError if no document holds the filler.
+    Raises InputError if the records and queries leave no room for filler
+    (`length <= n_records * (key_len + value_len + 8) + n_queries * (key_len + 4 + value_len)
+    + 3 * (n_queries - 1) + after`), for a plant_within outside (0, 1], for n_queries outside
+    [1, n_records], or for 0 < after < 3; CorpusError if no document holds the filler.
     """
 
     def __init__(
@@ -74,6 +86,8 @@ class LongRangeTask:
         value_len: int = 8,
         plant_within: float = 0.25,
         seed: int = 0,
+        n_queries: int = 1,
+        after: int = 0,
     ):
         self.length = check_int("length", length, minimum=1)
         self.n_records = check_int("n_records", n_records, minimum=1)
@@ -86,21 +100,34 @@ class LongRangeTask:
         if n_records > len(ALPHABET) ** key_len:
             raise InputError(f"n_records={n_records} distinct keys do not exist with "
                              f"key_len={key_len}")
+        self.n_queries = check_int("n_queries", n_queries, minimum=1)
+        if n_queries > n_records:
+            raise InputError(f"n_queries={n_queries} > n_records={n_records}: each query asks "
+                             f"for a distinct planted key")
+        self.after = check_int("after", after, minimum=0)
+        if 0 < after < len(CLOSE):
+            raise InputError(f"after={after}: the bytes after the last answer start with "
+                             f"{CLOSE!r}, so after must be 0 or >= {len(CLOSE)}")
         self.plant_within = float(plant_within)
         overhead = (n_records * len(record_bytes(b"k" * key_len, b"v" * value_len))
-                    + len(query_bytes(b"k" * key_len)) + value_len)
+                    + n_queries * (len(query_bytes(b"k" * key_len)) + value_len)
+                    + len(CLOSE) * (n_queries - 1) + after)
         self.filler_len = length - overhead
+        self._tail_len = max(after - len(CLOSE), 0)  # document bytes after the last answer
         if self.filler_len < 1:
             raise InputError(f"length={length} leaves no room for filler: the records and "
                              f"query take {overhead} bytes")
         # the filler is a window of filler_len bytes: window = filler_len - 1, plus its target
-        self._sampler = WindowSampler(docs, max(self.filler_len - 1, 1), 1, seed)
+        self._sampler = WindowSampler(docs, max(self.filler_len + self._tail_len - 1, 1), 1,
+                                      seed)
 
     def example(self, index: int) -> LongRangeExample:
         index = check_int("index", index, minimum=0)
         rng = random.Random(step_seed(self.seed, index))
         start = int(self._sampler.starts(index)[0])
-        filler = bytes(self._sampler.data[start:start + self.filler_len].tolist())
+        window = bytes(self._sampler.data[start:start + self.filler_len + self._tail_len]
+                       .tolist())
+        filler, rest = window[: self.filler_len], window[self.filler_len:]
         keys: list[bytes] = []
         while len(keys) < self.n_records:
             key = bytes(rng.choice(ALPHABET) for _ in range(self.key_len))
@@ -114,7 +141,9 @@ class LongRangeTask:
             nl = filler.find(b"\n", pos, limit)
             cuts.append(nl + 1 if nl >= 0 else pos)
         cuts.sort()
-        queried = rng.randrange(self.n_records)
+        # one query: a uniform record (the original draw); more: distinct records in turn
+        asked = ([rng.randrange(self.n_records)] if self.n_queries == 1
+                 else rng.sample(range(self.n_records), self.n_queries))
         parts, record_starts, prev, offset = [], [], 0, 0
         for cut, key, value in zip(cuts, keys, values, strict=True):
             parts.append(filler[prev:cut])
@@ -125,9 +154,21 @@ class LongRangeTask:
             offset += len(rec)
             prev = cut
         parts.append(filler[prev:])
-        parts.append(query_bytes(keys[queried]))
-        parts.append(values[queried])
+        offset += len(filler) - prev
+        spans = []
+        for j, q in enumerate(asked):
+            if j:
+                parts.append(CLOSE)
+                offset += len(CLOSE)
+            parts.append(query_bytes(keys[q]))
+            offset += len(parts[-1])
+            parts.append(values[q])
+            spans.append((offset, offset + self.value_len))
+            offset += self.value_len
+        if self.after:
+            parts += [CLOSE, rest]
         text = b"".join(parts)
         assert len(text) == self.length, (len(text), self.length)
-        return LongRangeExample(text, self.length - self.value_len, self.length, keys[queried],
-                                values[queried], tuple(record_starts), queried)
+        q = asked[-1]
+        return LongRangeExample(text, spans[-1][0], spans[-1][1], keys[q], values[q],
+                                tuple(record_starts), q, tuple(spans), tuple(asked))
