@@ -119,3 +119,41 @@ def test_training_text_splits_real_text_as_pretraining_does(tmp_path):
     assert [d.name for d in train.docs] == [d.name for d in split.train]
     with pytest.raises(cycle.ConfigError, match="data.source"):
         split_windows(str(tmp_path / "f00.txt"), 0, 0, 0.2, 64)
+
+
+def test_long_range_training_windows_put_the_answer_at_the_horizon():
+    """With data.long_range_fraction, that share of training draws are long-range examples
+    whose query ends exactly at the history (the answer opens the horizon, real text closes
+    it); at 0 the draws are the plain windows, unchanged (contract §13.3)."""
+    import torch
+
+    from megacontext.data.long_range import query_bytes
+    from megacontext.errors import ConfigError
+    from megacontext.training.text import MixedWindows, training_windows
+
+    def cfg(**data):
+        d = {k: (dict(v) if isinstance(v, dict) else v) for k, v in TINY.items()}
+        d.update(history=96, horizon=16)
+        d["data"] = dict(d["data"], **data)
+        return train_config_from_dict(d)
+
+    plain, _ = training_windows(cfg())
+    assert not isinstance(plain, MixedWindows)
+    mixed, _ = training_windows(cfg(long_range_fraction=0.5, long_range_records=2,
+                                    long_range_value_len=4))
+    g1, g2 = torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)
+    draws = [mixed.sample(g1) for _ in range(40)]
+    assert all(w.shape == (112,) for w in draws)
+    long = [bytes(w.tolist()) for w in draws if b"<<" in bytes(w[:96].tolist())]
+    assert 8 <= len(long) <= 32, len(long)  # about half of 40
+    for t in long:
+        key = t[96 - 4: 96 - 2]
+        assert t[96 - 7: 96] == query_bytes(key), t[80:]
+        assert t[:96].count(b"<<" + key + b": " + t[96:100] + b">>") == 1, t
+        assert t[100:103] == b">>\n"
+    assert torch.equal(plain.sample(g2), training_windows(cfg())[0].sample(
+        torch.Generator().manual_seed(0)))
+    with pytest.raises(ConfigError, match="long_range_value_len = 20 > horizon = 16"):
+        training_windows(cfg(long_range_fraction=0.5, long_range_value_len=20))
+    with pytest.raises(ConfigError, match="data.long_range_fraction"):
+        cfg(long_range_fraction=1.5)

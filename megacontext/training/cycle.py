@@ -69,7 +69,7 @@ from .phase_store import (
     save_phase_checkpoint,
     state_sha256,
 )
-from .text import Windows, split_windows
+from .text import Windows, split_windows, training_windows
 from .train_config import (
     PHASE_NAMES,
     TrainConfig,
@@ -869,8 +869,7 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike | None = None,
     if resume is not None:
         manifest = check_resume(cfg, resume)
         start = int(manifest["phase_index"]) + 1
-    train_w, val_w = split_windows(cfg.data.source, cfg.seed, cfg.data.synthetic_bytes,
-                                   cfg.data.val_fraction, cfg.history + cfg.horizon)
+    train_w, val_w = training_windows(cfg)
     models = build_models(cfg, train_w)
     base_sha = base_frozen_sha(models.base)
     if manifest is not None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from ..data.corpus import CorpusError, Document, load_documents, split_documents
+from ..data.long_range import LongRangeTask
 from ..errors import ConfigError, InputError
 
 
@@ -66,6 +67,48 @@ class Windows:
         off = int(torch.randint(int(self.sizes[i]), (1,), generator=g))
         data = self.docs[i].data[off: off + self.length]
         return torch.frombuffer(bytearray(data), dtype=torch.uint8).to(torch.int64)
+
+
+class MixedWindows:
+    """Training windows where a `fraction` of draws are long-range examples (`task`, each of
+    `windows.length` bytes): `sample(g)` draws u ~ U[0, 1) from g, then either
+    `task.example(i)` with i drawn from g, or `windows.sample(g)`."""
+
+    def __init__(self, windows: Windows, task: LongRangeTask, fraction: float):
+        self.windows, self.task, self.fraction = windows, task, float(fraction)
+        self.length = windows.length
+        self.docs = windows.docs
+
+    def sample(self, g: torch.Generator) -> torch.Tensor:
+        if float(torch.rand(1, generator=g)) < self.fraction:
+            i = int(torch.randint(2**31 - 1, (1,), generator=g))
+            return torch.tensor(list(self.task.example(i).text), dtype=torch.int64)
+        return self.windows.sample(g)
+
+
+def training_windows(cfg) -> tuple[Windows | MixedWindows, Windows]:
+    """(train, validation) windows of history + horizon bytes for a `TrainConfig`: the split
+    of `split_windows`, with `data.long_range_fraction` of the training draws replaced by
+    long-range examples whose query ends exactly at the history (contract §13.3, §16.1).
+    Raises ConfigError when the horizon cannot hold the answer (and its '>>\\n' close)."""
+    d, length = cfg.data, cfg.history + cfg.horizon
+    train, val = split_windows(d.source, cfg.seed, d.synthetic_bytes, d.val_fraction, length)
+    if d.long_range_fraction == 0:
+        return train, val
+    after = cfg.horizon - d.long_range_value_len
+    if after < 0:
+        raise ConfigError(f"data.long_range_value_len = {d.long_range_value_len} > horizon = "
+                          f"{cfg.horizon}: the answer must fit the horizon")
+    try:
+        task = LongRangeTask(train.docs, length=length, n_records=d.long_range_records,
+                             key_len=d.long_range_key_len, value_len=d.long_range_value_len,
+                             plant_within=d.long_range_plant_within, seed=cfg.seed,
+                             after=after)
+    except InputError as e:
+        raise ConfigError(f"data.long_range_fraction = {d.long_range_fraction}: the task does "
+                          f"not fit history = {cfg.history}, horizon = {cfg.horizon}: {e}"
+                          ) from None
+    return MixedWindows(train, task, d.long_range_fraction), val
 
 
 def split_windows(source: str, seed: int, synthetic_bytes: int, val_fraction: float,

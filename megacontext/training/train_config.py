@@ -69,10 +69,25 @@ class DataSection:
     source: str = "stdlib"
     val_fraction: float = 0.05
     synthetic_bytes: int = 65536
+    # The long-range task (contract §16.1) mixed into the training windows: this fraction of
+    # drawn windows are examples of history + horizon bytes whose query ends at the history
+    # (the answer opens the horizon, real text fills the rest), so the labels can show which
+    # early record is worth expanding. 0 (default): plain text only, no extra draws.
+    long_range_fraction: float = 0.0
+    long_range_records: int = 4
+    long_range_key_len: int = 2
+    long_range_value_len: int = 8
+    long_range_plant_within: float = 0.25
 
     def check(self, key: str) -> None:
         _need(0 < self.val_fraction < 1, f"{key}.val_fraction", self.val_fraction,
               "must be in (0, 1)")
+        _need(0 <= self.long_range_fraction <= 1, f"{key}.long_range_fraction",
+              self.long_range_fraction, "must be in [0, 1]")
+        _need(0 < self.long_range_plant_within <= 1, f"{key}.long_range_plant_within",
+              self.long_range_plant_within, "must be in (0, 1]")
+        for k in ("long_range_records", "long_range_key_len", "long_range_value_len"):
+            _need(getattr(self, k) >= 1, f"{key}.{k}", getattr(self, k), "must be >= 1")
         _need(self.synthetic_bytes >= 1024, f"{key}.synthetic_bytes", self.synthetic_bytes,
               "must be >= 1024")
 
