@@ -174,7 +174,7 @@ def test_rerun_skips_finished_stages(run):
     out = io.StringIO()
     run_poc(small_config(), d, progress=False, out=out)
     log = out.getvalue()
-    for stage in ("pretrain", "train", "train_causal", "evaluate"):
+    for stage in ("pretrain", "retrieval", "train", "train_causal", "evaluate"):
         assert f"[poc] {stage}: done" in log, log
     assert (d / "eval" / "cells.json").stat().st_mtime_ns == cells
     assert report.read_text() == before

@@ -14,6 +14,8 @@ Sections:
     [train.*]         a trainer `TrainConfig` (contract §13); base.checkpoint is set by the
                       pipeline to the base of the previous stage
     [eval]            `EvalSection` below
+    [retrieval]       a `RetrievalConfig` (megacontext.training.retrieval): the base is tuned to
+                      look keys up far back before training (all steps 0: skipped)
 """
 
 from __future__ import annotations
@@ -30,12 +32,15 @@ from ..errors import ConfigError
 from ..training.config_io import config_from_dict
 from ..training.config_io import config_to_dict as _cfg_dict
 from ..training.pretrain import PretrainConfig
+from ..training.retrieval import RetrievalConfig
 from ..training.train_config import (
     TrainConfig,
     config_to_dict,
     dict_to_toml,
     train_config_from_dict,
 )
+
+LONG_RANGE_VALUE_LEN = 8  # bytes per long-range answer in the evaluation
 
 
 @dataclass(frozen=True)
@@ -53,16 +58,18 @@ class EvalSection:
     n_records: int = 4  # key -> value records planted per long-range example
     plant_within: float = 0.25  # records lie in this leading fraction of the history
     latency_blocks: int = 8  # K-blocks timed for the latency measurement
+    key_len: int = 2  # bytes per long-range key (A-Z0-9); values are 8 bytes
     # train a second system whose LensNet is causal ([lensnet].causal, train-causal/) and
     # report the seed's causal-vs-non-causal comparison; false skips that run and its cells
     causal_lensnet: bool = True
 
     def check(self, history: int) -> None:
         for k in ("coding_windows", "prose_windows", "oracle_windows", "long_range_examples",
-                  "n_records", "latency_blocks"):
+                  "n_records", "latency_blocks", "key_len"):
             v = getattr(self, k)
-            if v < 0 or (k in ("n_records", "latency_blocks") and v < 1):
-                raise ConfigError(f"eval.{k} = {v!r}: must be >= {1 if k[0] in 'nl' else 0}")
+            lo = 1 if k in ("n_records", "latency_blocks", "key_len") else 0
+            if v < lo:
+                raise ConfigError(f"eval.{k} = {v!r}: must be >= {lo}")
         if self.coding_windows + self.prose_windows < 1:
             raise ConfigError("eval.coding_windows + eval.prose_windows must be >= 1")
         if not self.budgets:
@@ -117,8 +124,20 @@ class PocConfig:
     pretrain: PretrainConfig = field(default_factory=_default_pretrain)
     train: TrainConfig = field(default_factory=_default_train)
     eval: EvalSection = field(default_factory=EvalSection)
+    retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
 
     def check(self) -> None:
+        # the long-range records of retrieval tuning, training and evaluation are one task
+        e, d, r = self.eval, self.train.data, self.retrieval
+        if r.enabled and (r.key_len, r.value_len) != (e.key_len, LONG_RANGE_VALUE_LEN):
+            raise ConfigError(f"retrieval.key_len = {r.key_len}, retrieval.value_len = "
+                              f"{r.value_len}: must equal eval.key_len = {e.key_len} and the "
+                              f"evaluation's value length {LONG_RANGE_VALUE_LEN}")
+        if d.long_range_fraction and (d.long_range_key_len, d.long_range_value_len) != (
+                e.key_len, LONG_RANGE_VALUE_LEN):
+            raise ConfigError(f"train.data.long_range_key_len = {d.long_range_key_len}, "
+                              f"long_range_value_len = {d.long_range_value_len}: must equal "
+                              f"eval.key_len = {e.key_len} and {LONG_RANGE_VALUE_LEN}")
         if self.pretrain_minutes < 0:
             raise ConfigError(f"pretrain_minutes = {self.pretrain_minutes!r}: must be >= 0")
         need = self.train.history + self.train.horizon
@@ -139,7 +158,7 @@ class PocConfig:
 def poc_config_to_dict(cfg: PocConfig) -> dict:
     return {"base": cfg.base, "pretrain_minutes": cfg.pretrain_minutes,
             "pretrain": cfg.pretrain.to_dict(), "train": config_to_dict(cfg.train),
-            "eval": _cfg_dict(cfg.eval)}
+            "eval": _cfg_dict(cfg.eval), "retrieval": _cfg_dict(cfg.retrieval)}
 
 
 def poc_config_from_dict(data: dict) -> PocConfig:
@@ -168,8 +187,9 @@ def poc_config_from_dict(data: dict) -> PocConfig:
     except ConfigError as e:
         raise ConfigError(f"[train] {e}") from None
     ev = config_from_dict(EvalSection, data.get("eval", {}), "eval.")
+    ret = config_from_dict(RetrievalConfig, data.get("retrieval", {}), "retrieval.")
     cfg = PocConfig(base=base, pretrain_minutes=float(minutes), pretrain=pre, train=train,
-                    eval=ev)
+                    eval=ev, retrieval=ret)
     cfg.check()
     return cfg
 
@@ -206,8 +226,9 @@ def section_sha(*parts) -> str:
 
 
 def small_config() -> PocConfig:
-    """The CI-sized study: a 1-layer 32-wide base pretrained for 30 steps on 144-byte windows,
-    a 128-byte history with K = 8, one cycle of a few steps, a handful of eval windows."""
+    """The CI-sized study: a 1-layer 32-wide base pretrained for 30 steps on 160-byte windows,
+    6 steps of retrieval tuning, a 128-byte history with K = 8, one cycle of a few steps, a
+    handful of eval windows."""
     d = {
         "pretrain_minutes": 0.0,
         "pretrain": {"model": {"n_layer": 1, "n_head": 2, "n_embd": 32},
@@ -225,5 +246,8 @@ def small_config() -> PocConfig:
         "eval": {"coding_windows": 2, "prose_windows": 1, "budgets": ["1/4", "1/2"],
                  "working_budget": "1/4", "oracle_windows": 1, "long_range_examples": 2,
                  "n_records": 2, "latency_blocks": 2},
+        "retrieval": {"short_steps": 4, "short_length": 80, "short_batch": 2, "window": 2,
+                      "long_steps": 2, "long_batch": 1, "n_records": 2, "n_queries": 2,
+                      "checkpoint_every": 2, "dtype": "float32"},
     }
     return poc_config_from_dict(d)

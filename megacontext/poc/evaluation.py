@@ -42,7 +42,7 @@ from ..errors import InputError
 from ..models.lensnet import LensNet
 from ..runtime.horizon import base_logits, embed_ids
 from ..runtime.session import MegaContextSession, RefocusRecord, with_budget
-from .config import PocConfig, parse_budget
+from .config import LONG_RANGE_VALUE_LEN, PocConfig, parse_budget
 
 POLICY_SYSTEMS = ("window", "recency", "mean_recency", "random", "learned")
 ABLATIONS = ("no_gistnet", "no_lensnet", "no_lora", "mean_gists", "no_tail", "causal")
@@ -157,8 +157,9 @@ def long_range_task(cfg: PocConfig) -> LongRangeTask:
     the history, the 8 answer bytes are the horizon."""
     docs = (validation_documents(("stdlib",), cfg.pretrain.data.val_fraction)
             + validation_documents(("pydoc",), cfg.pretrain.data.val_fraction))
-    return LongRangeTask(docs, length=cfg.train.history + 8, n_records=cfg.eval.n_records,
-                         key_len=6, value_len=8, plant_within=cfg.eval.plant_within,
+    return LongRangeTask(docs, length=cfg.train.history + LONG_RANGE_VALUE_LEN,
+                         n_records=cfg.eval.n_records, key_len=cfg.eval.key_len,
+                         value_len=LONG_RANGE_VALUE_LEN, plant_within=cfg.eval.plant_within,
                          seed=cfg.eval.seed)
 
 
@@ -291,7 +292,8 @@ def eval_items(cfg: PocConfig) -> list[dict]:
             if w < e.oracle_windows:
                 items.append(base | {"system": "oracle", "budget": work})
     for i in range(e.long_range_examples):
-        base = {"corpus": "long_range", "window": i, "T": T, "H": 8, "seed": i}
+        base = {"corpus": "long_range", "window": i, "T": T, "H": LONG_RANGE_VALUE_LEN,
+                "seed": i}
         items.append(base | {"system": "full", "budget": None})
         for sysname in POLICY_SYSTEMS + ablations:
             items.append(base | {"system": sysname, "budget": work})

@@ -1,4 +1,5 @@
-"""The POC pipeline (contract §16): pretrain -> train -> evaluate -> report, resumable.
+"""The POC pipeline (contract §16): pretrain -> retrieval -> train -> evaluate -> report,
+resumable.
 
     result = run_poc(cfg, "runs/poc")      # each stage skipped when its artifact matches cfg
 
@@ -7,6 +8,8 @@ Run directory:
     stages.json        per finished stage: the sha of the config parts it depends on, its
                        artifact and wall time (s)
     pretrain/          the `megacontext pretrain` run (absent when cfg.base names a base)
+    retrieval/         the base after retrieval tuning ([retrieval]; absent when switched off):
+                       the base every later stage uses
     train/             the `megacontext train` run (config.toml, metrics.jsonl, checkpoints/)
     train-causal/      the same run with `[lensnet].causal = true` (eval.causal_lensnet)
     eval/cells.json    one entry per measured cell (resume: measured cells are not redone)
@@ -42,7 +45,7 @@ from .evaluation import (
     summarize,
 )
 
-STAGES = ("pretrain", "train", "train_causal", "evaluate")
+STAGES = ("pretrain", "retrieval", "train", "train_causal", "evaluate")
 
 
 class Stages:
@@ -118,7 +121,47 @@ def stage_pretrain(cfg: PocConfig, run_dir: Path, stages: Stages, progress: bool
     return str(pdir)
 
 
-# --- stage 2: the cycles ------------------------------------------------------------------
+# --- stage 2: retrieval tuning -------------------------------------------------------------
+
+
+def stage_retrieval(cfg: PocConfig, base_dir: str, run_dir: Path, stages: Stages,
+                    progress: bool, out) -> str:
+    """The tuned base's directory (run_dir/retrieval), or `base_dir` when switched off."""
+    from ..training.config_io import config_to_dict
+    from ..training.retrieval import retrieval_finished, retrieval_tune
+
+    if not cfg.retrieval.enabled:
+        return base_dir
+    sha = section_sha(config_to_dict(cfg.retrieval), cfg.pretrain.data.sources,
+                      cfg.pretrain.data.val_fraction,
+                      stages.data.get("pretrain", {}).get("sha", base_dir))
+    rec = stages.done("retrieval", sha)
+    if rec is not None:
+        _log(f"retrieval: done ({rec['artifact']}, answer NLL {rec.get('answer_nll')})", out)
+        return rec["artifact"]
+    rdir = run_dir / "retrieval"
+    resume = (rdir / "checkpoint" / "manifest.json").is_file()
+    t0 = time.perf_counter()
+    if resume and retrieval_finished(rdir):
+        from ..training.checkpoint import read_manifest
+
+        man = read_manifest(rdir / "checkpoint")
+        summary = {"answer_nll": man["metrics"].get("answer_nll"), "step": man["step"],
+                   "long_from": man["long_from"], "elapsed_s": man.get("elapsed_s", 0.0)}
+    else:
+        _log(f"retrieval: {'resuming' if resume else 'starting'} in {rdir}", out)
+        summary = retrieval_tune(cfg.retrieval, base_dir, rdir, resume=resume,
+                                 sources=cfg.pretrain.data.sources,
+                                 val_fraction=cfg.pretrain.data.val_fraction,
+                                 progress=progress, out=out)
+    stages.mark("retrieval", sha, str(rdir), float(summary.get("elapsed_s") or
+                                                   time.perf_counter() - t0),
+                answer_nll=summary["answer_nll"], step=summary["step"],
+                long_from=summary["long_from"])
+    return str(rdir)
+
+
+# --- stage 3: the cycles ------------------------------------------------------------------
 
 
 def train_config(cfg: PocConfig, base_dir: str, causal: bool = False):
@@ -138,7 +181,8 @@ def stage_train(cfg: PocConfig, base_dir: str, run_dir: Path, stages: Stages, pr
     stage, tdir = ("train_causal", run_dir / "train-causal") if causal else (
         "train", run_dir / "train")
     tcfg = train_config(cfg, base_dir, causal)
-    sha = section_sha(config_sha256(tcfg), stages.data.get("pretrain", {}).get("sha"))
+    sha = section_sha(config_sha256(tcfg), stages.data.get("pretrain", {}).get("sha"),
+                      *([stages.data["retrieval"]["sha"]] if "retrieval" in stages.data else []))
     rec = stages.done(stage, sha)
     if rec is not None:
         _log(f"{stage}: done ({rec['artifact']})", out)
@@ -156,7 +200,7 @@ def stage_train(cfg: PocConfig, base_dir: str, run_dir: Path, stages: Stages, pr
     return str(ckpts[-1])
 
 
-# --- stage 3: evaluation -----------------------------------------------------------------
+# --- stage 4: evaluation -----------------------------------------------------------------
 
 
 def load_systems(cfg: PocConfig, base_dir: str, checkpoint: str,
@@ -236,7 +280,8 @@ def stage_evaluate(cfg: PocConfig, base_dir: str, checkpoint: str, run_dir: Path
             "files": {k: sorted({w["name"] for w in v}) for k, v in data.items()
                       if k != "long_range"},
             "long_range": {"examples": len(examples), "n_records": cfg.eval.n_records,
-                           "plant_within": cfg.eval.plant_within, "value_len": 8},
+                           "plant_within": cfg.eval.plant_within, "value_len": 8,
+                           "key_len": cfg.eval.key_len},
             "stages": {k: {kk: vv for kk, vv in v.items() if kk != "sha"}
                        for k, v in stages.data.items()},
             "latency": latency, "threads": torch.get_num_threads()}
@@ -262,6 +307,7 @@ def run_poc(cfg: PocConfig, run_dir: str | Path, progress: bool = True, out=None
     stages = Stages(run_dir)
     t0 = time.perf_counter()
     base_dir = stage_pretrain(cfg, run_dir, stages, progress, out)
+    base_dir = stage_retrieval(cfg, base_dir, run_dir, stages, progress, out)
     checkpoint = stage_train(cfg, base_dir, run_dir, stages, progress, out)
     causal = (stage_train(cfg, base_dir, run_dir, stages, progress, out, causal=True)
               if cfg.eval.causal_lensnet else None)

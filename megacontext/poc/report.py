@@ -172,6 +172,15 @@ def attribution(summary) -> list[str]:
     return out
 
 
+def _retrieval_line(stages: dict) -> list[str]:
+    r = stages.get("retrieval")
+    if not r:
+        return ["- retrieval tuning: off (the base as pretrained)"]
+    return [f"- retrieval tuning (§16.2): {r.get('step')} steps, the full-length phase from step "
+            f"{r.get('long_from')}; last training answer NLL {_f(r.get('answer_nll'))} "
+            f"nats/byte"]
+
+
 def render_report(summary: dict) -> str:
     m = summary["meta"]
     T, H, K, W = m["history"], m["horizon"], m["block_size"], m["working_budget"]
@@ -189,6 +198,7 @@ def render_report(summary: dict) -> str:
              f"{m['long_range']['examples']} ({m['long_range']['n_records']} records in the "
              f"first {m['long_range']['plant_within']:.0%} of the history, "
              f"{m['long_range']['value_len']}-byte answers)",
+             *_retrieval_line(st),
              "- stage wall times (s): " + ", ".join(
                  f"{k} {v.get('seconds', float('nan')):.0f}" for k, v in st.items()),
              f"- torch threads: {m['threads']}", "",
