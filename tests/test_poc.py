@@ -200,6 +200,14 @@ def test_config_errors_name_the_key(tmp_path):
         poc_config_from_dict({"bogus": 1})
     with pytest.raises(ConfigError, match="eval.working_budget"):
         poc_config_from_dict({"eval": {"working_budget": "x/y"}})
+    # retrieval tuning, the trainer's long-range draws and the evaluation share one task
+    with pytest.raises(ConfigError, match="retrieval.key_len = 3.*eval.key_len = 2"):
+        poc_config_from_dict({"retrieval": {"key_len": 3}})
+    with pytest.raises(ConfigError, match="train.data.long_range_key_len = 6"):
+        poc_config_from_dict({"train": {"data": {"long_range_key_len": 6}}})
+    with pytest.raises(ConfigError, match="retrieval.window"):
+        poc_config_from_dict({"retrieval": {"window": 0}})
+    poc_config_from_dict({"retrieval": {"short_steps": 0, "long_steps": 0, "key_len": 3}})
     p = tmp_path / "c.toml"
     p.write_text("[eval\n")
     with pytest.raises(ConfigError, match="not valid TOML"):

@@ -106,8 +106,13 @@ def _default_train() -> TrainConfig:
         mc=dataclasses.replace(c.mc, budget=128, recent_tokens=64, expand_threshold=0.01,
                               collapse_threshold=0.5),
         base=dataclasses.replace(c.base, checkpoint=""),
-        phases=dataclasses.replace(c.phases, warm_lens=dataclasses.replace(
-            c.phases.warm_lens, steps=80, snapshots=16)),
+        # half the training windows are long-range examples (the answer opens the horizon), so
+        # the labels show which early record is worth expanding; more snapshots per label pool
+        data=dataclasses.replace(c.data, long_range_fraction=0.5, long_range_key_len=2),
+        phases=dataclasses.replace(
+            c.phases,
+            warm_lens=dataclasses.replace(c.phases.warm_lens, steps=80, snapshots=48),
+            b2=dataclasses.replace(c.phases.b2, snapshots=24)),
         loss=dataclasses.replace(c.loss, lens=dataclasses.replace(c.loss.lens,
                                                                   target_scale=0.05)))
 

@@ -67,7 +67,7 @@ class RetrievalConfig:
     short_plant_within: float = 0.6
     switch_nll: float = 1.0
     window: int = 100  # steps averaged for switch_nll and per metrics line
-    long_steps: int = 1000
+    long_steps: int = 400
     long_batch: int = 4
     plant_within: float = 0.25
     n_records: int = 4
