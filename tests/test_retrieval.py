@@ -14,6 +14,7 @@ from megacontext.errors import ConfigError, InputError
 from megacontext.training import load_base, load_checkpoint, pretrain
 from megacontext.training.retrieval import (
     RetrievalConfig,
+    copy_batch,
     retrieval_batch,
     retrieval_finished,
     retrieval_tune,
@@ -67,8 +68,19 @@ def test_phases_switch_and_the_result_loads_as_a_base(base, corpus, tmp_path):  
                                                       before.state_dict().values(), strict=True))
 
 
+def test_copy_phase_comes_first_and_text_windows_keep_the_lm(base, corpus, tmp_path):  # noqa: F811
+    x, y, m = copy_batch(3, 7, 2, 8)
+    assert x.shape == (2, 17) and torch.equal(x[:, 1:], y[:, :-1])
+    assert torch.equal(y[m].view(2, 8), x[:, 1:9]) and int(m.sum()) == 16  # the repeat
+    out = tune(tiny_retrieval(copy_steps=2, copy_length=8, text_batch=1, switch_nll=100.0),
+               base, tmp_path / "c", corpus)
+    assert out["finished"] and out["long_from"] == 4 and out["step"] == 8, out
+    phases = [r["phase"] for r in load_base(tmp_path / "c")[1]["curve"]]
+    assert phases == ["copy", "short", "long", "long"], phases
+
+
 def test_resume_is_bit_identical(base, corpus, tmp_path):  # noqa: F811
-    cfg = tiny_retrieval()
+    cfg = tiny_retrieval(copy_steps=2, copy_length=8, text_batch=1)
     tune(cfg, base, tmp_path / "whole", corpus)
     part = tune(cfg, base, tmp_path / "split", corpus, stop_after=4)
     assert not part["finished"] and not retrieval_finished(tmp_path / "split")

@@ -5,16 +5,21 @@ A few million bytes of text do not give a 4-layer byte model induction heads: th
 1,088-byte windows but its answer NLL on the long-range task stays at chance (ln 36), so full
 context and every focus policy tie there and the task measures nothing. This stage continues
 the base on long-range examples (§16.1: records planted early, `n_queries` of them asked at the
-end) in two phases:
+end) in up to three phases:
 
+    copy    `copy_steps` steps on "\\n" s "\\n" s, s = `copy_length` random A-Z0-9 bytes (loss
+            on the repeat): the plain induction copy forms in ~150 steps here, where the
+            key lookup alone plateaus for 1,000-3,000 steps;
     short   `short_length`-byte examples, records in the first `short_plant_within`: many
             queries per second, until the mean answer NLL of the last `window` steps falls
             below `switch_nll` (the copy mechanism has formed) or `short_steps` are spent;
     long    examples of the base's full context, records in the first `plant_within`: the
             distances the evaluation asks for, for `long_steps` steps.
 
-Loss: mean answer-byte NLL + `lm_weight` x mean NLL of every byte (the text keeps its language
-model). AdamW as in pretraining, constant lr after a linear warmup, bf16 autocast. Batches are a
+Loss: mean answer-byte NLL + `lm_weight` x the language-model NLL: of `text_batch` plain
+windows of the base's context from the training split per step (or, with text_batch = 0, of
+every byte of the examples), so the base keeps its language model. AdamW as in
+pretraining, constant lr after a linear warmup, bf16 autocast. Batches are a
 pure function of (seed, step), so `resume` continues bit-identically from the checkpoint written
 every `checkpoint_every` steps and at the end.
 
@@ -38,7 +43,9 @@ from typing import TextIO
 
 import torch
 
-from ..data import LongRangeTask, load_documents, split_documents
+from ..data import LongRangeTask, WindowSampler, load_documents, split_documents
+from ..data.long_range import ALPHABET
+from ..data.windows import step_seed
 from ..errors import ConfigError, InputError
 from .checkpoint import CheckpointMismatchError, load_checkpoint, read_manifest, save_checkpoint
 from .config_io import config_to_dict, write_text_atomic
@@ -61,6 +68,8 @@ class RetrievalConfig:
     switch it off. Units: lengths in bytes, `switch_nll` in nats/byte."""
 
     seed: int = 0
+    copy_steps: int = 0
+    copy_length: int = 128
     short_steps: int = 3000  # at most; the long phase starts earlier once switch_nll is met
     short_length: int = 256
     short_batch: int = 16
@@ -75,6 +84,7 @@ class RetrievalConfig:
     key_len: int = 2
     value_len: int = 8
     lm_weight: float = 0.1
+    text_batch: int = 0
     lr: float = 3e-3
     warmup_steps: int = 10
     weight_decay: float = 0.1
@@ -84,7 +94,8 @@ class RetrievalConfig:
     checkpoint_every: int = 200
 
     def __post_init__(self):
-        for k, lo in (("seed", 0), ("short_steps", 0), ("short_length", 16), ("short_batch", 1),
+        for k, lo in (("seed", 0), ("copy_steps", 0), ("copy_length", 1), ("text_batch", 0),
+                      ("short_steps", 0), ("short_length", 16), ("short_batch", 1),
                       ("window", 1), ("long_steps", 0), ("long_batch", 1), ("n_records", 1),
                       ("n_queries", 1), ("key_len", 1), ("value_len", 1), ("warmup_steps", 0),
                       ("threads", 0), ("checkpoint_every", 1)):
@@ -113,7 +124,7 @@ class RetrievalConfig:
 
     @property
     def enabled(self) -> bool:
-        return self.short_steps + self.long_steps > 0
+        return self.copy_steps + self.short_steps + self.long_steps > 0
 
 
 def retrieval_batch(task: LongRangeTask, step: int, batch: int) -> tuple[torch.Tensor, ...]:
@@ -132,6 +143,20 @@ def retrieval_batch(task: LongRangeTask, step: int, batch: int) -> tuple[torch.T
     return t[:, :-1], t[:, 1:], torch.stack(masks)
 
 
+def copy_batch(seed: int, step: int, batch: int, length: int) -> tuple[torch.Tensor, ...]:
+    """Batch `step` of the copy phase: rows "\\n" s "\\n" s with s = `length` bytes of A-Z0-9
+    drawn from a generator seeded by step_seed(seed, step); (x, y, mask) [B, 2 * length + 1],
+    mask true where the target is a byte of the repeat."""
+    g = torch.Generator().manual_seed(step_seed(seed, step))
+    alphabet = torch.tensor(list(ALPHABET), dtype=torch.int64)
+    s = alphabet[torch.randint(len(ALPHABET), (batch, length), generator=g)]
+    nl = torch.full((batch, 1), 10, dtype=torch.int64)
+    t = torch.cat([nl, s, nl, s], dim=1)  # [B, 2L + 2]
+    m = torch.zeros(batch, 2 * length + 1, dtype=torch.bool)
+    m[:, length + 1:] = True
+    return t[:, :-1], t[:, 1:], m
+
+
 def retrieval_tune(cfg: RetrievalConfig, base: str | Path, run_dir: str | Path, *,
                    resume: bool = False, sources=("stdlib", "pydoc"), val_fraction: float = 0.05,
                    stop_after: int | None = None, progress: bool = True,
@@ -145,7 +170,7 @@ def retrieval_tune(cfg: RetrievalConfig, base: str | Path, run_dir: str | Path, 
     this many steps are done (tests, manual interruption). Returns {"step", "phase",
     "long_from", "answer_nll" (mean of the last window), "finished", "elapsed_s"}."""
     if not cfg.enabled:
-        raise ConfigError("retrieval.short_steps + retrieval.long_steps = 0: nothing to tune")
+        raise ConfigError("retrieval.copy_steps + short_steps + long_steps = 0: nothing to tune")
     run_dir = Path(run_dir)
     out = out if out is not None else sys.stderr
     ckpt = run_dir / CHECKPOINT_DIR
@@ -178,7 +203,9 @@ def _tune(cfg, base, run_dir, resume, sources, val_fraction, stop_after, progres
     opt_cfg = TrainConfig(lr=cfg.lr, min_lr=cfg.lr, weight_decay=cfg.weight_decay)
     model.train()
     opt = make_optimizer(model, opt_cfg)
-    step, phase, long_from, curve = 0, "short" if cfg.short_steps else "long", None, []
+    text = WindowSampler(docs, context, cfg.text_batch, cfg.seed) if cfg.text_batch else None
+    step, long_from, curve = 0, None, []
+    phase = "copy" if cfg.copy_steps else "short" if cfg.short_steps else "long"
     elapsed_before = 0.0
     if resume:
         states, man = load_checkpoint(run_dir / CHECKPOINT_DIR, kind=KIND)
@@ -191,7 +218,8 @@ def _tune(cfg, base, run_dir, resume, sources, val_fraction, stop_after, progres
         curve, elapsed_before = man.get("curve", []), man.get("elapsed_s", 0.0)
         print(f"resuming {str(run_dir)!r} at step {step} ({phase} phase)", file=out)
     t0 = time.perf_counter()
-    total = (long_from if long_from is not None else cfg.short_steps) + cfg.long_steps
+    total = (long_from if long_from is not None else cfg.copy_steps + cfg.short_steps) + \
+        cfg.long_steps
 
     def elapsed() -> float:
         return elapsed_before + time.perf_counter() - t0
@@ -212,23 +240,34 @@ def _tune(cfg, base, run_dir, resume, sources, val_fraction, stop_after, progres
     recent: list[float] = []
     finished = False
     while True:
-        if phase == "short" and step >= cfg.short_steps:
+        if phase == "copy" and step >= cfg.copy_steps:
+            phase = "short" if cfg.short_steps else "long"
+            long_from = None if cfg.short_steps else step
+        if phase == "short" and step >= cfg.copy_steps + cfg.short_steps:
             phase, long_from = "long", step
         if phase == "long" and step >= (long_from or 0) + cfg.long_steps:
             finished = True
             break
         if stop_after is not None and step >= stop_after:
             break
-        task, batch = (tasks["short"], cfg.short_batch) if phase == "short" else (
-            tasks["long"], cfg.long_batch)
-        x, y, m = retrieval_batch(task, step, batch)
+        if phase == "copy":
+            x, y, m = copy_batch(cfg.seed, step, cfg.short_batch, cfg.copy_length)
+        else:
+            task, batch = (tasks["short"], cfg.short_batch) if phase == "short" else (
+                tasks["long"], cfg.long_batch)
+            x, y, m = retrieval_batch(task, step, batch)
         lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else cfg.lr
         for g in opt.param_groups:
             g["lr"] = lr
         with _autocast(cfg.dtype):
             nll = model(x, targets=y).nll  # [B, L]
             answer = nll[m].mean()
-            loss = answer + cfg.lm_weight * nll.mean()
+            if text is not None:
+                tx, ty = text.batch(step)
+                lm = model(tx, targets=ty).nll.mean()
+            else:
+                lm = nll.mean()
+            loss = answer + cfg.lm_weight * lm
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
