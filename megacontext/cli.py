@@ -28,7 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
               "alternating GistNet / LensNet / LoRA training (warm start, B1-B2-B3 cycles)"),
     "report": ("megacontext.commands.report", "PNG plots of a training run directory"),
     "poc": ("megacontext.commands.poc",
-            "the proof of concept end to end: pretrain, train, evaluate, report"),
+            "the proof of concept end to end: pretrain, retrieval, train, evaluate, report"),
 }
 
 SEED_MAX = 2**63 - 1

@@ -1,5 +1,6 @@
 """`megacontext poc [--config FILE] [--out DIR] [--small]`: the proof-of-concept study
-(contract §16) end to end: pretrain (or reuse `base`), train, evaluate, report.md + PNGs.
+(contract §16) end to end: pretrain (or reuse `base`), retrieval tuning, train, the causal-
+LensNet run, evaluate, report.md + PNGs.
 
 Re-running with the same config and run directory skips finished stages and resumes an
 interrupted one. Errors in the input (an unknown config key, a run directory made with another
