@@ -207,7 +207,8 @@ def test_config_errors_name_the_key(tmp_path):
         poc_config_from_dict({"train": {"data": {"long_range_key_len": 6}}})
     with pytest.raises(ConfigError, match="retrieval.window"):
         poc_config_from_dict({"retrieval": {"window": 0}})
-    poc_config_from_dict({"retrieval": {"short_steps": 0, "long_steps": 0, "key_len": 3}})
+    poc_config_from_dict({"retrieval": {"copy_steps": 0, "short_steps": 0, "long_steps": 0,
+                                        "key_len": 3}})  # switched off: not checked
     p = tmp_path / "c.toml"
     p.write_text("[eval\n")
     with pytest.raises(ConfigError, match="not valid TOML"):

@@ -23,7 +23,8 @@ from tests.test_pretrain import corpus, tiny_cfg  # noqa: F401  (the corpus fixt
 
 
 def tiny_retrieval(**kw) -> RetrievalConfig:
-    return RetrievalConfig(**({"short_steps": 4, "short_length": 80, "short_batch": 2,
+    return RetrievalConfig(**({"copy_steps": 0, "text_batch": 0, "short_steps": 4,
+                               "short_length": 80, "short_batch": 2,
                                "window": 2, "long_steps": 4, "long_batch": 1,
                                "n_records": 2, "n_queries": 2, "key_len": 2, "value_len": 4,
                                "checkpoint_every": 2, "dtype": "float32", "switch_nll": 1e-6}

@@ -120,12 +120,12 @@ def _default_train() -> TrainConfig:
 @dataclass(frozen=True)
 class PocConfig:
     """The study. Defaults: a 1,024-byte history + H = 64 (the base pretrained on 1,088-byte
-    windows for 14 minutes), budget 128 slots (1/8) in training, the calibrated LensNet target
-    scale (0.05), expand threshold (0.01) and collapse threshold (0.5); omitted keys of a TOML
-    file take these."""
+    windows for 12 minutes, then retrieval-tuned), budget 128 slots (1/8) in training, the
+    calibrated LensNet target scale (0.05), expand threshold (0.01) and collapse threshold
+    (0.5); omitted keys of a TOML file take these."""
 
     base: str = ""
-    pretrain_minutes: float = 14.0
+    pretrain_minutes: float = 12.0
     pretrain: PretrainConfig = field(default_factory=_default_pretrain)
     train: TrainConfig = field(default_factory=_default_train)
     eval: EvalSection = field(default_factory=EvalSection)
@@ -177,7 +177,7 @@ def poc_config_from_dict(data: dict) -> PocConfig:
     base = data.get("base", "")
     if not isinstance(base, str):
         raise ConfigError(f"config key 'base' must be a str, got {base!r}")
-    minutes = data.get("pretrain_minutes", 0.0)
+    minutes = data.get("pretrain_minutes", PocConfig.pretrain_minutes)
     if isinstance(minutes, bool) or not isinstance(minutes, int | float):
         raise ConfigError(f"config key 'pretrain_minutes' must be a number, got {minutes!r}")
     default = PocConfig()
@@ -251,7 +251,8 @@ def small_config() -> PocConfig:
         "eval": {"coding_windows": 2, "prose_windows": 1, "budgets": ["1/4", "1/2"],
                  "working_budget": "1/4", "oracle_windows": 1, "long_range_examples": 2,
                  "n_records": 2, "latency_blocks": 2},
-        "retrieval": {"short_steps": 4, "short_length": 80, "short_batch": 2, "window": 2,
+        "retrieval": {"copy_steps": 2, "copy_length": 16, "text_batch": 0,
+                      "short_steps": 4, "short_length": 80, "short_batch": 2, "window": 2,
                       "long_steps": 2, "long_batch": 1, "n_records": 2, "n_queries": 2,
                       "checkpoint_every": 2, "dtype": "float32"},
     }

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 import torch
 
 from ..data import LongRangeTask, load_documents, split_documents
-from ..errors import InputError
+from ..errors import ConfigError, InputError
 from ..models.lensnet import LensNet
 from ..runtime.horizon import base_logits, embed_ids
 from ..runtime.session import MegaContextSession, RefocusRecord, with_budget
@@ -106,7 +106,8 @@ class Systems:
             return ("lens", s.base, s.gistnet, s.lensnet_no_tail)
         if name == "causal":
             if s.causal is None:
-                raise ValueError("the causal system was not loaded (eval.causal_lensnet)")
+                raise ConfigError("system 'causal': the causal run was not loaded "
+                                  "(eval.causal_lensnet = false)")
             return ("lens", *s.causal)
         return table[name]
 
@@ -135,7 +136,6 @@ def heldout_windows(source: str, n: int, length: int, val_fraction: float) -> li
         return []
     docs = [d for d in validation_documents((source,), val_fraction) if len(d) >= length]
     if not docs:
-        from ..errors import InputError
         raise InputError(f"no held-out {source!r} document holds history + horizon = "
                          f"{length} bytes")
     per = -(-n // len(docs))

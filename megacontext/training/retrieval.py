@@ -64,13 +64,15 @@ from .pretrain import (
 
 @dataclass(frozen=True)
 class RetrievalConfig:
-    """The retrieval-tuning stage (module docstring). `short_steps = 0` and `long_steps = 0`
-    switch it off. Units: lengths in bytes, `switch_nll` in nats/byte."""
+    """The retrieval-tuning stage (module docstring). All steps 0 switch it off. Defaults are
+    the POC's calibration (docs/poc-calibration.md §5): 200 copy steps, at most 3,200 short
+    steps, 400 full-length steps, lm_weight 1.0 on one plain window per step. Units: lengths in
+    bytes, `switch_nll` in nats/byte."""
 
     seed: int = 0
-    copy_steps: int = 0
+    copy_steps: int = 200
     copy_length: int = 128
-    short_steps: int = 3000  # at most; the long phase starts earlier once switch_nll is met
+    short_steps: int = 3200  # at most; the long phase starts earlier once switch_nll is met
     short_length: int = 256
     short_batch: int = 16
     short_plant_within: float = 0.6
@@ -83,8 +85,8 @@ class RetrievalConfig:
     n_queries: int = 4
     key_len: int = 2
     value_len: int = 8
-    lm_weight: float = 0.1
-    text_batch: int = 0
+    lm_weight: float = 1.0
+    text_batch: int = 1
     lr: float = 3e-3
     warmup_steps: int = 10
     weight_decay: float = 0.1
