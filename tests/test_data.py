@@ -185,6 +185,9 @@ def test_long_range_examples_are_seeded_and_answer_recoverable():
     # a reader that looks the key up in the prompt answers correctly
     start = ex.prompt.index(b"\n<<" + ex.key + b": ") + len(ex.key) + 5
     assert ex.prompt[start:start + 6] == ex.answer
+    # record_value locates those bytes: the value right after the record's "\n<<KEY: "
+    assert ex.record_value == (start, start + 6), (ex.record_value, start)
+    assert ex.text[slice(*ex.record_value)] == ex.value
     # the rest is real text: removing the records leaves a contiguous piece of one document
     filler = ex.prompt[: -len(query_bytes(ex.key))]
     for s in sorted(ex.record_starts, reverse=True):

@@ -36,7 +36,7 @@ CRITERIA = [
 TABLE_HEADS = [
     "| criterion | measured | limit | holds |",
     "| system | B=32 (1/4) | B=64 (1/2) |",
-    "| system | answer NLL | exact match |",
+    "| system | answer NLL | exact match | in focus | NLL in focus | NLL out of focus |",
     "| system | corpus | actions/block | policy actions/block | expands/block | mean residency "
     "| mean abs score |",
     "| metric | value |",
@@ -146,6 +146,117 @@ def test_forced_actions_are_those_of_an_all_quiet_step():
     assert got == want, (got, want)
     assert sum(got) > 0 and sum(len(r.actions) for r in recs) > sum(got), (
         got, [len(r.actions) for r in recs])
+
+
+def test_at_full_detail_is_every_byte_raw():
+    """`at_full_detail(wc, span)` is True exactly when every byte of the span lies in a LOD0
+    entry of the WC, checked against a per-byte coverage map on every span of a random-policy
+    session's WCs (the long-range "in focus" column, contract §16.2)."""
+    import megacontext as mc
+    from megacontext.poc.evaluation import at_full_detail
+
+    torch.manual_seed(1)
+    base = mc.TinyGPT(mc.TinyGPTConfig(vocab_size=64, n_layer=1, n_head=2, n_embd=16)).eval()
+    cfg = mc.MCConfig(block_size=4, budget=20, recent_tokens=4, min_residency=1)
+    s = mc.MegaContextSession(cfg, base, policy="random")
+    seen = set()
+    for _ in range(6):
+        s.ingest(torch.randint(0, 64, (16,)))
+        lod = torch.empty(s.T, dtype=torch.int64)
+        for start, level in zip(s.wc.starts.tolist(), s.wc.lods.tolist(), strict=True):
+            lod[start: start + cfg.block_size ** level] = level
+        for a in range(s.T):
+            for b in range(a + 1, min(a + 9, s.T) + 1):
+                want = bool((lod[a:b] == 0).all())
+                got = at_full_detail(s.wc, (a, b))
+                assert got == want, (s.wc.starts.tolist(), s.wc.lods.tolist(), (a, b), got)
+                seen.add(want)
+    assert seen == {True, False}, seen
+
+
+def test_long_range_in_focus_is_summarised_and_reported(run):
+    """Every session system's long-range cell says whether the queried value ended in focus;
+    the summary's share and split NLLs are consistent with the cells, and the report's
+    long-range table shows the share (contract §16.2)."""
+    d, report, _ = run
+    summary = json.loads((d / "eval" / "summary.json").read_text())
+    cells = json.loads((d / "eval" / "cells.json").read_text())["cells"]
+    w = str(summary["meta"]["working_budget"])
+    rows = {r[0]: r for r in table_rows(report.read_text(), TABLE_HEADS[2])}
+    for sysname, name in (("recency", "recency (learned gists)"), ("learned", "learned (lens)"),
+                          ("random", "random")):
+        mine = [c for k, c in cells.items() if k.startswith("long_range/")
+                and k.endswith(f"/{sysname}/{w}")]
+        assert mine and all(isinstance(c["in_focus"], bool) for c in mine), mine
+        c = summary["table"]["long_range"][sysname][w]
+        share = sum(x["in_focus"] for x in mine) / len(mine)
+        assert c["in_focus"] == pytest.approx(share), (sysname, c, share)
+        parts = [(x["loss"], x["in_focus"]) for x in mine]
+        hit = [v for v, f in parts if f]
+        if hit:
+            assert c["loss_in_focus"] == pytest.approx(sum(hit) / len(hit)), (sysname, c)
+        assert rows[name][3] == f"{share:.2f}", (rows[name], share)
+    full = cells[next(k for k in cells if k.startswith("long_range/") and "/full/" in k)]
+    assert "in_focus" not in full, full
+
+
+def test_summary_splits_long_range_answers_by_focus():
+    """`summarize` gives each long-range system the share of examples with the queried value in
+    focus and the mean answer NLL over those and over the rest (hand-made cells)."""
+    from megacontext.poc.evaluation import eval_items, summarize
+
+    cfg = small_config()
+    items = eval_items(cfg)
+    cells = {}
+    for k, it in enumerate(items):
+        cells[it["key"]] = {"loss": float(k % 7), "exact": False}
+        if it["corpus"] == "long_range" and it["system"] != "full":
+            cells[it["key"]]["in_focus"] = k % 3 == 0
+    table = summarize(items, cells, cfg, {})["table"]["long_range"]
+    checked = 0
+    for sysname, by_budget in table.items():
+        for b, c in by_budget.items():
+            mine = [cells[it["key"]] for it in items if it["corpus"] == "long_range"
+                    and it["system"] == sysname and str(it["budget"] or "full") == b]
+            if sysname == "full":
+                assert "in_focus" not in c, c
+                continue
+            hit = [x["loss"] for x in mine if x["in_focus"]]
+            miss = [x["loss"] for x in mine if not x["in_focus"]]
+            assert c["in_focus"] == pytest.approx(len(hit) / len(mine)), (sysname, c, mine)
+            for key, vals in (("loss_in_focus", hit), ("loss_out_of_focus", miss)):
+                want = sum(vals) / len(vals) if vals else math.nan
+                assert c[key] == pytest.approx(want, nan_ok=True), (sysname, key, c, mine)
+            checked += 0 < len(hit) < len(mine)
+    assert checked, "no system had a mix of in- and out-of-focus examples"
+
+
+@pytest.mark.parametrize("in_focus, nll_in, nll_out, want", [
+    (0.2, 0.1, 6.0, ["the focus"]),
+    (0.2, 0.1, 9.0, ["the focus", "detail spent on the wrong records"]),
+    (0.8, 5.0, 6.0, ["the base"]),
+    (0.8, 0.1, 6.0, []),
+])
+def test_long_range_attribution_names_the_part(in_focus, nll_in, nll_out, want):
+    """The long-range attribution names the focus (in focus < 1/2), the detail spent elsewhere
+    (out-of-focus answer NLL above recency's) and the base (in-focus answer NLL above the
+    midpoint of recency's and full context's), each exactly when its rule holds (§16.2)."""
+    from megacontext.poc.report import attribution
+
+    def cell(loss, **kw):
+        return {"loss": loss, "vs_learned": 0.0, "n": 4} | kw
+
+    work = "128"
+    lr = {"full": {"full": cell(0.4)}, "recency": {work: cell(7.0, in_focus=0.0)},
+          "mean_recency": {work: cell(7.0, in_focus=0.0)},
+          "learned": {work: cell(5.0, in_focus=in_focus, loss_in_focus=nll_in,
+                                 loss_out_of_focus=nll_out)}}
+    summary = {"meta": {"working_budget": 128}, "table": {"long_range": lr}}
+    line = attribution(summary)[-1]
+    assert line.startswith("- long_range, where the answer comes from"), line
+    named = line.split("Responsible: ")[1]
+    for part in ("the focus", "detail spent on the wrong records", "the base"):
+        assert (part in named) == (part in want), (part, named)
 
 
 def test_the_causal_ablation_is_its_own_trained_causal_system(run):

@@ -67,6 +67,13 @@ class LongRangeExample:
     def answer(self) -> bytes:
         return self.text[self.answer_start: self.answer_end]
 
+    @property
+    def record_value(self) -> tuple[int, int]:
+        """[start, end) byte offsets in `text` of the queried record's VALUE (where the answer
+        is read from: a focus policy must hold these bytes at full detail to copy them)."""
+        start = self.record_starts[self.queried] + len(query_bytes(self.key))  # "\\n<<KEY: "
+        return start, start + len(self.value)
+
 
 class LongRangeTask:
     """Seeded generator of `LongRangeExample`s over real text; `example(i)` for i >= 0.

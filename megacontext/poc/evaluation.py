@@ -211,12 +211,23 @@ def forced_actions(rec: RefocusRecord, budget: int, block_size: int) -> int:
     return k
 
 
+def at_full_detail(wc, span: tuple[int, int]) -> bool:
+    """Whether every byte of `span` = [start, end) is a raw (LOD0) entry of `wc`."""
+    start, end = span
+    lods, starts = wc.lods, wc.starts
+    return int(((lods == 0) & (starts >= start) & (starts < end)).sum()) == end - start
+
+
 @torch.no_grad()
-def measure(item: dict, systems: Systems, ids: torch.Tensor, cfg: PocConfig) -> dict:
+def measure(item: dict, systems: Systems, ids: torch.Tensor, cfg: PocConfig,
+            record: tuple[int, int] | None = None) -> dict:
     """One cell: `item` = {system, budget (slots or None), T, H, ...}; ids[T + H] bytes.
     Returns loss (nats/byte), exact (greedy under teacher forcing = exact match of all H
     bytes), and for session systems: refocus count, actions, forced actions (focus_step
-    policies only), summed action ages."""
+    policies only), summed action ages, and with `record` (a long-range example's queried
+    value, bytes [start, end) of the history) `in_focus`: whether the final working context
+    holds all of it at full detail (LOD0), so a wrong answer with it in focus is the base's
+    or the gists' doing, not the focus policy's."""
     T, H = item["T"], item["H"]
     future = ids[T: T + H]
     if item["system"] == "full":
@@ -236,6 +247,8 @@ def measure(item: dict, systems: Systems, ids: torch.Tensor, cfg: PocConfig) -> 
                age_sum=sum(ages), age_n=len(ages), N=len(s.wc),
                score_abs_mean=_mean([r.score_abs_mean for r in scored]),
                score_max=max((r.score_max for r in scored), default=math.nan))
+    if record is not None:
+        out["in_focus"] = at_full_detail(s.wc, record)
     if policy in FOCUS_STEP_POLICIES:
         out["forced"] = sum(forced_actions(r, mc.budget, mc.block_size) for r in recs)
     return out
@@ -353,6 +366,13 @@ def summarize(items: list[dict], cells: dict[str, dict], cfg: PocConfig, meta: d
                                                                      math.nan))]),
                     "mean_residency": age_s / age_n if age_n else math.nan,
                 }
+                focus = [(c["in_focus"], c["loss"]) for _, c in rows if "in_focus" in c]
+                if focus:  # long-range: the queried record at full detail, and answer NLL
+                    hit = [v for f, v in focus if f]
+                    miss = [v for f, v in focus if not f]
+                    table[corpus][sysname][b].update(
+                        in_focus=len(hit) / len(focus), loss_in_focus=_mean(hit),
+                        loss_out_of_focus=_mean(miss))
     # paired differences against the learned system at the working budget (same windows)
     for corpus, systems in loss.items():
         ref = {w: c["loss"] for w, c in systems.get("learned", {}).get(str(work), [])}

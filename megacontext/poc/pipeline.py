@@ -249,8 +249,8 @@ def stage_evaluate(cfg: PocConfig, base_dir: str, checkpoint: str, run_dir: Path
                                      cfg.pretrain.data.val_fraction)}
     task = long_range_task(cfg)
     examples = [task.example(i) for i in range(cfg.eval.long_range_examples)]
-    data["long_range"] = [{"name": f"long_range/{i}", "ids": torch.tensor(list(ex.text))}
-                          for i, ex in enumerate(examples)]
+    data["long_range"] = [{"name": f"long_range/{i}", "ids": torch.tensor(list(ex.text)),
+                           "record": ex.record_value} for i, ex in enumerate(examples)]
     items = eval_items(cfg)
     cells_path = edir / "cells.json"
     cells_sha = section_sha(sha, "cells")
@@ -266,7 +266,8 @@ def stage_evaluate(cfg: PocConfig, base_dir: str, checkpoint: str, run_dir: Path
     for it in bar:
         bar.set_postfix_str(it["key"])
         ids = data[it["corpus"]][it["window"]]["ids"]
-        cells[it["key"]] = measure(it, systems, ids, cfg)
+        cells[it["key"]] = measure(it, systems, ids, cfg,
+                                   record=data[it["corpus"]][it["window"]].get("record"))
         if time.perf_counter() - last_save > 20:
             write_text_atomic(cells_path, json.dumps({"sha": cells_sha, "cells": cells}))
             last_save = time.perf_counter()

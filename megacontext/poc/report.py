@@ -169,6 +169,34 @@ def attribution(summary) -> list[str]:
         s += ". Responsible: " + (" and ".join(parts) if parts else
                                   "neither (learned does not lose here)") + "."
         out.append(s)
+    focus = {k: _cell(summary, "long_range", k) for k in ("learned", "recency", "random",
+                                                           "oracle", "full")}
+    L = focus["learned"]
+    if L is not None and "in_focus" in L:
+        share = ", ".join(f"{SYSTEM_NAMES[k]} {_f(c['in_focus'], 2)}" for k, c in focus.items()
+                          if k != "learned" and c is not None and "in_focus" in c)
+        s = (f"- long_range, where the answer comes from: learned holds the queried record's "
+             f"value at full detail in {_f(L['in_focus'], 2)} of the examples ({share}); its "
+             f"answer NLL is {_f(L.get('loss_in_focus'))} with the record in focus and "
+             f"{_f(L.get('loss_out_of_focus'))} without")
+        if focus["full"] is not None:
+            s += f" (full context {_f(focus['full']['loss'])})"
+        R = focus["recency"]
+        parts = []
+        if L["in_focus"] < 0.5:  # then no answer NLL can close half of recency's gap
+            parts.append(f"the focus: LensNet puts the record in focus in only "
+                         f"{_f(L['in_focus'], 2)} of the examples")
+        if R is not None and L.get("loss_out_of_focus", math.nan) > R["loss"]:
+            parts.append(f"detail spent on the wrong records costs: without the queried record "
+                         f"in focus learned's answer NLL ({_f(L['loss_out_of_focus'])}) is worse "
+                         f"than recency's ({_f(R['loss'])})")
+        if R is not None and focus["full"] is not None and L.get(
+                "loss_in_focus", math.nan) > (R["loss"] + focus["full"]["loss"]) / 2:
+            parts.append("the base: with the record in focus it still does not answer")
+        s += ". Responsible: " + ("; ".join(parts) if parts else "none (learned keeps the "
+                                  "queried record in focus in most examples and answers from "
+                                  "it)") + "."
+        out.append(s)
     return out
 
 
@@ -228,13 +256,17 @@ def render_report(summary: dict) -> str:
     lines += ["", "## Long-range retrieval", "",
               f"Answer bytes' NLL (nats/byte) and exact match (greedy under teacher forcing, "
               f"all {m['long_range']['value_len']} bytes right) at budget {W}; chance per "
-              f"byte is 1/36.", "", "| system | answer NLL | exact match |",
-              "| --- | --- | --- |"]
+              f"byte is 1/36. In focus: the share of examples whose final working context holds "
+              f"the queried record's value at full detail (LOD0), where the answer is copied "
+              f"from; then the answer NLL over those examples and over the rest.", "",
+              "| system | answer NLL | exact match | in focus | NLL in focus | NLL out of focus |",
+              "| --- | --- | --- | --- | --- | --- |"]
     for s in ORDER + ABLATIONS:
         c = _cell(summary, "long_range", s)
         if c is not None:
             lines.append(f"| {SYSTEM_NAMES[s]} | {_pm(c['loss'], c['loss_se'])} | "
-                         f"{_f(c['exact'], 2)} ({c['n']}) |")
+                         f"{_f(c['exact'], 2)} ({c['n']}) | {_f(c.get('in_focus'), 2)} | "
+                         f"{_f(c.get('loss_in_focus'))} | {_f(c.get('loss_out_of_focus'))} |")
     lines += ["", "## Swap rate and residency", "",
               f"At the working budget {W}, per refocus (one refocus per K-byte block): all "
               f"actions, and the policy-chosen ones (all minus the forced collapses/evictions "
