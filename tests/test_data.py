@@ -188,6 +188,9 @@ def test_long_range_examples_are_seeded_and_answer_recoverable():
     # record_value locates those bytes: the value right after the record's "\n<<KEY: "
     assert ex.record_value == (start, start + 6), (ex.record_value, start)
     assert ex.text[slice(*ex.record_value)] == ex.value
+    for (a, b), st in zip(ex.record_values, ex.record_starts, strict=True):
+        key = ex.text[st + 3: st + 7]
+        assert ex.text[st: b + 3] == record_bytes(key, ex.text[a:b]), (st, a, b)
     # the rest is real text: removing the records leaves a contiguous piece of one document
     filler = ex.prompt[: -len(query_bytes(ex.key))]
     for s in sorted(ex.record_starts, reverse=True):

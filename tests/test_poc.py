@@ -36,7 +36,8 @@ CRITERIA = [
 TABLE_HEADS = [
     "| criterion | measured | limit | holds |",
     "| system | B=32 (1/4) | B=64 (1/2) |",
-    "| system | answer NLL | exact match | in focus | NLL in focus | NLL out of focus |",
+    "| system | answer NLL | exact match | in focus | NLL in focus | NLL out of focus "
+    "| other record in focus |",
     "| system | corpus | actions/block | policy actions/block | expands/block | mean residency "
     "| mean abs score |",
     "| metric | value |",
@@ -188,6 +189,7 @@ def test_long_range_in_focus_is_summarised_and_reported(run):
         mine = [c for k, c in cells.items() if k.startswith("long_range/")
                 and k.endswith(f"/{sysname}/{w}")]
         assert mine and all(isinstance(c["in_focus"], bool) for c in mine), mine
+        assert all(isinstance(c["other_in_focus"], bool) for c in mine), mine
         c = summary["table"]["long_range"][sysname][w]
         share = sum(x["in_focus"] for x in mine) / len(mine)
         assert c["in_focus"] == pytest.approx(share), (sysname, c, share)
@@ -198,6 +200,31 @@ def test_long_range_in_focus_is_summarised_and_reported(run):
         assert rows[name][3] == f"{share:.2f}", (rows[name], share)
     full = cells[next(k for k in cells if k.startswith("long_range/") and "/full/" in k)]
     assert "in_focus" not in full, full
+
+
+def test_measure_reports_the_queried_and_other_records_in_focus(run):
+    """`measure` marks the queried value and the other records' values in focus exactly when
+    the final working context holds them at LOD0: a sliding window as wide as the history holds
+    every byte raw, a narrow one holds none of the early records (contract §16.2)."""
+    from megacontext.poc.evaluation import long_range_task, measure
+    from megacontext.poc.pipeline import load_systems
+
+    d, _, _ = run
+    cfg = small_config()
+    stages = json.loads((d / "stages.json").read_text())
+    systems = load_systems(cfg, stages["pretrain"]["artifact"], stages["train"]["artifact"])
+    T, H = cfg.train.history, 8
+    ex = long_range_task(cfg).example(0)
+    ids = torch.tensor(list(ex.text))
+    others = tuple(v for k, v in enumerate(ex.record_values) if k != ex.queried)
+    assert others and ex.record_value[1] <= T - cfg.train.mc.recent_tokens, ex
+    for budget, want in ((T, True), (cfg.train.mc.recent_tokens, False)):
+        item = {"system": "window", "budget": budget, "T": T, "H": H}
+        c = measure(item, systems, ids, cfg, record=ex.record_value, others=others)
+        assert c["in_focus"] is want and c["other_in_focus"] is want, (budget, c)
+    item = {"system": "window", "budget": T, "T": T, "H": H}
+    c = measure(item, systems, ids, cfg, record=ex.record_value)
+    assert c["in_focus"] and not c["other_in_focus"], c
 
 
 def test_summary_splits_long_range_answers_by_focus():
@@ -212,6 +239,7 @@ def test_summary_splits_long_range_answers_by_focus():
         cells[it["key"]] = {"loss": float(k % 7), "exact": False}
         if it["corpus"] == "long_range" and it["system"] != "full":
             cells[it["key"]]["in_focus"] = k % 3 == 0
+            cells[it["key"]]["other_in_focus"] = k % 2 == 0
     table = summarize(items, cells, cfg, {})["table"]["long_range"]
     checked = 0
     for sysname, by_budget in table.items():
@@ -224,6 +252,8 @@ def test_summary_splits_long_range_answers_by_focus():
             hit = [x["loss"] for x in mine if x["in_focus"]]
             miss = [x["loss"] for x in mine if not x["in_focus"]]
             assert c["in_focus"] == pytest.approx(len(hit) / len(mine)), (sysname, c, mine)
+            other = sum(x["other_in_focus"] for x in mine) / len(mine)
+            assert c["other_in_focus"] == pytest.approx(other), (sysname, c, mine)
             for key, vals in (("loss_in_focus", hit), ("loss_out_of_focus", miss)):
                 want = sum(vals) / len(vals) if vals else math.nan
                 assert c[key] == pytest.approx(want, nan_ok=True), (sysname, key, c, mine)
@@ -231,16 +261,18 @@ def test_summary_splits_long_range_answers_by_focus():
     assert checked, "no system had a mix of in- and out-of-focus examples"
 
 
-@pytest.mark.parametrize("in_focus, nll_in, nll_out, want", [
-    (0.2, 0.1, 6.0, ["the focus"]),
-    (0.2, 0.1, 9.0, ["the focus", "detail spent on the wrong records"]),
-    (0.8, 5.0, 6.0, ["the base"]),
-    (0.8, 0.1, 6.0, []),
+@pytest.mark.parametrize("in_focus, other, nll_in, nll_out, want", [
+    (0.2, 0.1, 0.1, 6.0, ["the focus"]),
+    (0.2, 0.6, 0.1, 6.0, ["the focus", "finds records but not the queried key"]),
+    (0.2, 0.1, 0.1, 9.0, ["the focus", "detail spent on the wrong records"]),
+    (0.8, 0.1, 5.0, 6.0, ["the base"]),
+    (0.8, 0.1, 0.1, 6.0, []),
 ])
-def test_long_range_attribution_names_the_part(in_focus, nll_in, nll_out, want):
-    """The long-range attribution names the focus (in focus < 1/2), the detail spent elsewhere
-    (out-of-focus answer NLL above recency's) and the base (in-focus answer NLL above the
-    midpoint of recency's and full context's), each exactly when its rule holds (§16.2)."""
+def test_long_range_attribution_names_the_part(in_focus, other, nll_in, nll_out, want):
+    """The long-range attribution names the focus (in focus < 1/2), a key-blind focus (another
+    record in focus more often than the queried one), the detail spent elsewhere (out-of-focus
+    answer NLL above recency's) and the base (in-focus answer NLL above the midpoint of
+    recency's and full context's), each exactly when its rule holds (§16.2)."""
     from megacontext.poc.report import attribution
 
     def cell(loss, **kw):
@@ -250,12 +282,14 @@ def test_long_range_attribution_names_the_part(in_focus, nll_in, nll_out, want):
     lr = {"full": {"full": cell(0.4)}, "recency": {work: cell(7.0, in_focus=0.0)},
           "mean_recency": {work: cell(7.0, in_focus=0.0)},
           "learned": {work: cell(5.0, in_focus=in_focus, loss_in_focus=nll_in,
-                                 loss_out_of_focus=nll_out)}}
-    summary = {"meta": {"working_budget": 128}, "table": {"long_range": lr}}
+                                 loss_out_of_focus=nll_out, other_in_focus=other)}}
+    summary = {"meta": {"working_budget": 128, "long_range": {"n_records": 4}},
+               "table": {"long_range": lr}}
     line = attribution(summary)[-1]
     assert line.startswith("- long_range, where the answer comes from"), line
     named = line.split("Responsible: ")[1]
-    for part in ("the focus", "detail spent on the wrong records", "the base"):
+    for part in ("the focus", "finds records but not the queried key",
+                 "detail spent on the wrong records", "the base"):
         assert (part in named) == (part in want), (part, named)
 
 

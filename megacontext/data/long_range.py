@@ -68,11 +68,17 @@ class LongRangeExample:
         return self.text[self.answer_start: self.answer_end]
 
     @property
+    def record_values(self) -> tuple[tuple[int, int], ...]:
+        """[start, end) byte offsets in `text` of every planted record's VALUE, in record
+        order (where an answer is read from: a focus policy must hold the queried one at full
+        detail to copy it)."""
+        head = len(query_bytes(self.key))  # "\n<<KEY: ": keys have one length
+        return tuple((s + head, s + head + len(self.value)) for s in self.record_starts)
+
+    @property
     def record_value(self) -> tuple[int, int]:
-        """[start, end) byte offsets in `text` of the queried record's VALUE (where the answer
-        is read from: a focus policy must hold these bytes at full detail to copy them)."""
-        start = self.record_starts[self.queried] + len(query_bytes(self.key))  # "\\n<<KEY: "
-        return start, start + len(self.value)
+        """[start, end) of the queried record's value: `record_values[queried]`."""
+        return self.record_values[self.queried]
 
 
 class LongRangeTask:

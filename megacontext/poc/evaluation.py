@@ -220,14 +220,17 @@ def at_full_detail(wc, span: tuple[int, int]) -> bool:
 
 @torch.no_grad()
 def measure(item: dict, systems: Systems, ids: torch.Tensor, cfg: PocConfig,
-            record: tuple[int, int] | None = None) -> dict:
+            record: tuple[int, int] | None = None,
+            others: tuple[tuple[int, int], ...] = ()) -> dict:
     """One cell: `item` = {system, budget (slots or None), T, H, ...}; ids[T + H] bytes.
     Returns loss (nats/byte), exact (greedy under teacher forcing = exact match of all H
     bytes), and for session systems: refocus count, actions, forced actions (focus_step
     policies only), summed action ages, and with `record` (a long-range example's queried
     value, bytes [start, end) of the history) `in_focus`: whether the final working context
     holds all of it at full detail (LOD0), so a wrong answer with it in focus is the base's
-    or the gists' doing, not the focus policy's."""
+    or the gists' doing, not the focus policy's; with `others` (the other records' values)
+    `other_in_focus`: whether it holds any of those at full detail (a policy that finds
+    records but not the queried key)."""
     T, H = item["T"], item["H"]
     future = ids[T: T + H]
     if item["system"] == "full":
@@ -249,6 +252,7 @@ def measure(item: dict, systems: Systems, ids: torch.Tensor, cfg: PocConfig,
                score_max=max((r.score_max for r in scored), default=math.nan))
     if record is not None:
         out["in_focus"] = at_full_detail(s.wc, record)
+        out["other_in_focus"] = any(at_full_detail(s.wc, span) for span in others)
     if policy in FOCUS_STEP_POLICIES:
         out["forced"] = sum(forced_actions(r, mc.budget, mc.block_size) for r in recs)
     return out
@@ -372,7 +376,9 @@ def summarize(items: list[dict], cells: dict[str, dict], cfg: PocConfig, meta: d
                     miss = [v for f, v in focus if not f]
                     table[corpus][sysname][b].update(
                         in_focus=len(hit) / len(focus), loss_in_focus=_mean(hit),
-                        loss_out_of_focus=_mean(miss))
+                        loss_out_of_focus=_mean(miss),
+                        other_in_focus=_mean([float(c.get("other_in_focus", math.nan))
+                                              for _, c in rows if "in_focus" in c]))
     # paired differences against the learned system at the working budget (same windows)
     for corpus, systems in loss.items():
         ref = {w: c["loss"] for w, c in systems.get("learned", {}).get(str(work), [])}

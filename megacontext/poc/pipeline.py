@@ -250,7 +250,10 @@ def stage_evaluate(cfg: PocConfig, base_dir: str, checkpoint: str, run_dir: Path
     task = long_range_task(cfg)
     examples = [task.example(i) for i in range(cfg.eval.long_range_examples)]
     data["long_range"] = [{"name": f"long_range/{i}", "ids": torch.tensor(list(ex.text)),
-                           "record": ex.record_value} for i, ex in enumerate(examples)]
+                           "record": ex.record_value,
+                           "others": tuple(v for k, v in enumerate(ex.record_values)
+                                           if k != ex.queried)}
+                          for i, ex in enumerate(examples)]
     items = eval_items(cfg)
     cells_path = edir / "cells.json"
     cells_sha = section_sha(sha, "cells")
@@ -265,9 +268,10 @@ def stage_evaluate(cfg: PocConfig, base_dir: str, checkpoint: str, run_dir: Path
     last_save = time.perf_counter()
     for it in bar:
         bar.set_postfix_str(it["key"])
-        ids = data[it["corpus"]][it["window"]]["ids"]
-        cells[it["key"]] = measure(it, systems, ids, cfg,
-                                   record=data[it["corpus"]][it["window"]].get("record"))
+        example = data[it["corpus"]][it["window"]]
+        cells[it["key"]] = measure(it, systems, example["ids"], cfg,
+                                   record=example.get("record"),
+                                   others=example.get("others", ()))
         if time.perf_counter() - last_save > 20:
             write_text_atomic(cells_path, json.dumps({"sha": cells_sha, "cells": cells}))
             last_save = time.perf_counter()

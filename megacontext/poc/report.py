@@ -186,6 +186,12 @@ def attribution(summary) -> list[str]:
         if L["in_focus"] < 0.5:  # then no answer NLL can close half of recency's gap
             parts.append(f"the focus: LensNet puts the record in focus in only "
                          f"{_f(L['in_focus'], 2)} of the examples")
+        n_rec = summary["meta"].get("long_range", {}).get("n_records")
+        if L.get("other_in_focus", 0.0) > L["in_focus"] and n_rec:
+            parts.append(f"LensNet finds records but not the queried key: another record's "
+                         f"value is in focus in {_f(L['other_in_focus'], 2)} of the examples "
+                         f"(a key-blind pick among {n_rec} records finds the queried one once "
+                         f"in {n_rec})")
         if R is not None and L.get("loss_out_of_focus", math.nan) > R["loss"]:
             parts.append(f"detail spent on the wrong records costs: without the queried record "
                          f"in focus learned's answer NLL ({_f(L['loss_out_of_focus'])}) is worse "
@@ -258,15 +264,19 @@ def render_report(summary: dict) -> str:
               f"all {m['long_range']['value_len']} bytes right) at budget {W}; chance per "
               f"byte is 1/36. In focus: the share of examples whose final working context holds "
               f"the queried record's value at full detail (LOD0), where the answer is copied "
-              f"from; then the answer NLL over those examples and over the rest.", "",
-              "| system | answer NLL | exact match | in focus | NLL in focus | NLL out of focus |",
-              "| --- | --- | --- | --- | --- | --- |"]
+              f"from; then the answer NLL over those examples and over the rest. Other record "
+              f"in focus: the share whose working context holds another record's value at "
+              f"full detail (a policy that finds records but not the queried key).", "",
+              "| system | answer NLL | exact match | in focus | NLL in focus | NLL out of focus "
+              "| other record in focus |",
+              "| --- | --- | --- | --- | --- | --- | --- |"]
     for s in ORDER + ABLATIONS:
         c = _cell(summary, "long_range", s)
         if c is not None:
             lines.append(f"| {SYSTEM_NAMES[s]} | {_pm(c['loss'], c['loss_se'])} | "
                          f"{_f(c['exact'], 2)} ({c['n']}) | {_f(c.get('in_focus'), 2)} | "
-                         f"{_f(c.get('loss_in_focus'))} | {_f(c.get('loss_out_of_focus'))} |")
+                         f"{_f(c.get('loss_in_focus'))} | {_f(c.get('loss_out_of_focus'))} | "
+                         f"{_f(c.get('other_in_focus'), 2)} |")
     lines += ["", "## Swap rate and residency", "",
               f"At the working budget {W}, per refocus (one refocus per K-byte block): all "
               f"actions, and the policy-chosen ones (all minus the forced collapses/evictions "
