@@ -10,7 +10,7 @@ import re
 import pytest
 import torch
 
-from megacontext.errors import ConfigError
+from megacontext.errors import ConfigError, InputError
 from megacontext.poc import run_poc, small_config
 from megacontext.poc.config import load_poc_config, poc_config_from_dict
 from megacontext.poc.report import PLOTS
@@ -173,6 +173,9 @@ def test_at_full_detail_is_every_byte_raw():
                 assert got == want, (s.wc.starts.tolist(), s.wc.lods.tolist(), (a, b), got)
                 seen.add(want)
     assert seen == {True, False}, seen
+    for bad in ((3, 3), (5, 2), (-1, 4)):
+        with pytest.raises(InputError, match=re.escape(f"got {bad!r}")):
+            at_full_detail(s.wc, bad)
 
 
 def test_long_range_in_focus_is_summarised_and_reported(run):
@@ -225,6 +228,8 @@ def test_measure_reports_the_queried_and_other_records_in_focus(run):
     item = {"system": "window", "budget": T, "T": T, "H": H}
     c = measure(item, systems, ids, cfg, record=ex.record_value)
     assert c["in_focus"] and not c["other_in_focus"], c
+    with pytest.raises(InputError, match="others=.* needs record"):
+        measure(item, systems, ids, cfg, others=others)
 
 
 def test_summary_splits_long_range_answers_by_focus():

@@ -212,8 +212,11 @@ def forced_actions(rec: RefocusRecord, budget: int, block_size: int) -> int:
 
 
 def at_full_detail(wc, span: tuple[int, int]) -> bool:
-    """Whether every byte of `span` = [start, end) is a raw (LOD0) entry of `wc`."""
+    """Whether every byte of `span` = [start, end) is a raw (LOD0) entry of `wc`.
+    Raises InputError unless 0 <= start < end (an empty span is never "in focus")."""
     start, end = span
+    if not 0 <= start < end:
+        raise InputError(f"span must be [start, end) with 0 <= start < end, got {span!r}")
     lods, starts = wc.lods, wc.starts
     return int(((lods == 0) & (starts >= start) & (starts < end)).sum()) == end - start
 
@@ -231,6 +234,8 @@ def measure(item: dict, systems: Systems, ids: torch.Tensor, cfg: PocConfig,
     or the gists' doing, not the focus policy's; with `others` (the other records' values)
     `other_in_focus`: whether it holds any of those at full detail (a policy that finds
     records but not the queried key)."""
+    if others and record is None:
+        raise InputError(f"others={others!r} needs record (the queried value's span)")
     T, H = item["T"], item["H"]
     future = ids[T: T + H]
     if item["system"] == "full":
