@@ -396,3 +396,63 @@ def test_no_tail_lensnet_scores_as_tail_none():
         assert not torch.equal(got, lens(x, f, tail=tail))
         with pytest.raises(InputError, match="tail"):
             no_tail(x, f, tail=tail)
+
+
+def test_every_tensor_names_its_device(run, tmp_path):
+    """Every tensor the study makes names its device (contract §13.4): with `meta` as the
+    default device, a tensor made without one lands on meta and fails the run. Re-running
+    pretrain, retrieval and evaluate of the module's run that way on the CPU measures the same
+    cells, bit for bit (the train stages are reused: they run under `with HOST`)."""
+    import shutil
+
+    d, _, _ = run
+    kept = tmp_path / "kept"
+    shutil.copytree(d, kept)  # the run's paths are in its configs: audit it in place
+    try:
+        stages = json.loads((d / "stages.json").read_text())
+        for stage, folder in (("pretrain", "pretrain"), ("retrieval", "retrieval"),
+                              ("evaluate", "eval")):
+            del stages[stage]
+            shutil.rmtree(d / folder)
+        (d / "stages.json").write_text(json.dumps(stages))
+        out = io.StringIO()
+        torch.set_default_device("meta")
+        try:
+            run_poc(small_config(), d, progress=False, out=out, device="cpu")
+        finally:
+            torch.set_default_device(None)
+        log = out.getvalue()
+        for stage in ("train", "train_causal"):
+            assert f"[poc] {stage}: done" in log, log
+        want = json.loads((kept / "eval" / "cells.json").read_text())["cells"]
+        got = json.loads((d / "eval" / "cells.json").read_text())["cells"]
+        assert got == want, {k: (want[k], got.get(k)) for k in want if got.get(k) != want[k]}
+    finally:
+        shutil.rmtree(d)
+        shutil.copytree(kept, d)
+
+
+def test_a_device_this_machine_lacks_is_a_one_line_error(tmp_path, capsys):
+    from megacontext.cli import main
+
+    rc = main(["poc", "--small", "--no-progress", "--out", str(tmp_path / "r"), "--device",
+               "tpu"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "'tpu'" in err[0], (rc, err)
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_the_study_runs_on_cuda(tmp_path):
+    """`device="cuda"` (contract §13.4): pretraining and retrieval tuning train on the GPU and
+    evaluation runs the bases there; the report is written and every cell is finite."""
+    report = run_poc(small_config(), tmp_path, progress=False, out=io.StringIO(),
+                     device="cuda")
+    stages = json.loads((tmp_path / "stages.json").read_text())
+    assert stages["pretrain"]["device"] == stages["retrieval"]["device"] == "cuda", stages
+    summary = json.loads((tmp_path / "eval" / "summary.json").read_text())
+    assert summary["meta"]["device"] == "cuda"
+    cells = json.loads((tmp_path / "eval" / "cells.json").read_text())["cells"]
+    bad = {k: c["loss"] for k, c in cells.items() if not math.isfinite(c["loss"])}
+    assert not bad, bad
+    assert "device: cuda" in report.read_text()

@@ -23,6 +23,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--print-config", action="store_true",
                         help="print the resolved config as TOML and exit")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--device", default="auto",
+                        help="where pretraining and retrieval tuning train and evaluation runs "
+                             "the base: auto (CUDA when present, else cpu), cpu, cuda, cuda:N; "
+                             "the train stages run on the CPU (default auto; contract §13.4)")
 
 
 def run(args) -> int:
@@ -46,7 +50,7 @@ def run(args) -> int:
             print(poc_config_toml(cfg))
             return 0
         out = args.out or ("runs/poc-small" if args.small else "runs/poc")
-        report = run_poc(cfg, out, progress=not args.no_progress)
+        report = run_poc(cfg, out, progress=not args.no_progress, device=args.device)
     except MegaContextError as e:
         print(f"megacontext poc: error: {e}", file=sys.stderr)
         return 2

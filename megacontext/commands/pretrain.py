@@ -51,6 +51,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--write-config", metavar="FILE",
                         help="write the resolved config as TOML to FILE and exit")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--device", default="auto",
+                        help="where to train: auto (CUDA when present, else cpu), cpu, cuda, "
+                             "cuda:N (default auto; contract §13.4)")
 
 
 def resolve_config(args):
@@ -84,7 +87,8 @@ def run(args) -> int:
             print(f"wrote {args.write_config}")
             return 0
         summary = pretrain(cfg, args.run_dir, resume=args.resume, minutes=args.minutes,
-                           stop_after=args.stop_after, progress=not args.no_progress)
+                           stop_after=args.stop_after, progress=not args.no_progress,
+                           device=args.device)
     except MegaContextError as e:
         print(f"megacontext pretrain: error: {e}", file=sys.stderr)
         return 2

@@ -21,6 +21,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from ..device import HOST
 from ..errors import InputError, InputTypeError, check_tensor
 from .config import BLOCK_SCORE_MODES, MCConfig
 from .legality import sibling_groups
@@ -117,7 +118,7 @@ def block_scores(scores: torch.Tensor, group_id: torch.Tensor, how: str = "mean"
     member = gid >= 0
     G = int(gid.max()) + 1 if n else 0
     if G <= 0:
-        return torch.zeros(0, dtype=torch.float64)
+        return torch.zeros(0, dtype=torch.float64, device=HOST)
     ids, vals = gid[member], x[member]
     counts = np.bincount(ids, minlength=G)
     if not counts.all():

@@ -18,6 +18,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from ..device import HOST
 from ..errors import (
     AlignmentError,
     BudgetError,
@@ -382,8 +383,8 @@ def append_tokens(wc: WorkingContext, T: int, n: int, cfg: MCConfig) -> WorkingC
     """
     n = check_int("n", n, minimum=0)
     check_working_context(wc, T, cfg, check_budget=False)
-    new = torch.arange(T, T + n, dtype=torch.int64)
-    zeros = torch.zeros(n, dtype=torch.int64)
+    new = torch.arange(T, T + n, dtype=torch.int64, device=HOST)
+    zeros = torch.zeros(n, dtype=torch.int64, device=HOST)
     return WorkingContext(
         torch.cat([wc.lods, zeros]),
         torch.cat([wc.starts, new]),

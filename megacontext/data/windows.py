@@ -21,6 +21,7 @@ from collections.abc import Iterator, Sequence
 
 import torch
 
+from ..device import HOST
 from ..errors import check_int
 from .corpus import CorpusError, Document
 
@@ -61,7 +62,7 @@ class WindowSampler:
         self.seed = check_int("seed", seed, minimum=0)
         docs = _eligible(docs, window, "training windows")
         self.data = _as_tensor(b"".join(d.data for d in docs))  # [total bytes] uint8
-        lengths = torch.tensor([len(d) for d in docs], dtype=torch.int64)
+        lengths = torch.tensor([len(d) for d in docs], dtype=torch.int64, device=HOST)
         self.doc_start = torch.cumsum(lengths, 0) - lengths  # [D] offset of each document
         self.starts_per_doc = lengths - window  # [D] valid window starts per document (>= 1)
         self.cum_starts = torch.cumsum(self.starts_per_doc, 0)  # [D]
@@ -72,14 +73,16 @@ class WindowSampler:
         """[batch_size] int64 offsets into `self.data` of the windows of batch `step`."""
         step = check_int("step", step, minimum=0)
         gen = torch.Generator().manual_seed(step_seed(self.seed, step))
-        k = torch.randint(self.num_windows, (self.batch_size,), generator=gen)  # global index
+        k = torch.randint(self.num_windows, (self.batch_size,), generator=gen,
+                          device=HOST)  # global index
         doc = torch.searchsorted(self.cum_starts, k, right=True)  # [B] document of each
         before = self.cum_starts[doc] - self.starts_per_doc[doc]  # windows of earlier docs
         return self.doc_start[doc] + (k - before)
 
     def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(x, y) int64 [batch_size, window]: bytes and next bytes of `batch_size` windows."""
-        offsets = self.starts(step)[:, None] + torch.arange(self.window + 1)  # [B, L+1]
+        offsets = self.starts(step)[:, None] + torch.arange(self.window + 1,
+                                                            device=HOST)  # [B, L+1]
         chunk = self.data[offsets].long()
         return chunk[:, :-1], chunk[:, 1:]
 
@@ -106,7 +109,7 @@ def validation_windows(
         for off in range(0, len(d) - window, window):
             chunks.append(data[off:off + window + 1])
     if len(chunks) > max_windows:
-        keep = torch.linspace(0, len(chunks) - 1, max_windows).round().long().tolist()
+        keep = torch.linspace(0, len(chunks) - 1, max_windows, device=HOST).round().long().tolist()
         chunks = [chunks[i] for i in keep]
     stacked = torch.stack(chunks).long()
     return stacked[:, :-1], stacked[:, 1:]

@@ -86,7 +86,8 @@ def rope_tables(positions: torch.Tensor, head_dim: int, base: float, dtype: torc
     Angles are computed in float64: at position 1e6 a float32 angle is off by ~0.06 rad, which
     would break "only position differences matter" long before the model does.
     """
-    inv_freq = base ** (-torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)  # [hd/2]
+    inv_freq = base ** (-torch.arange(0, head_dim, 2, dtype=torch.float64,
+                                      device=positions.device) / head_dim)  # [hd/2]
     angles = positions.to(torch.float64)[:, None, :, None] * inv_freq  # [B, 1, T, hd/2]
     return angles.cos().to(dtype), angles.sin().to(dtype)
 
@@ -224,7 +225,7 @@ class TinyGPT(nn.Module):
         if E != self.cfg.n_embd:
             raise InputError(f"inputs has feature size {E}, expected n_embd={self.cfg.n_embd}")
         x = x.to(self.dtype)
-        positions = self._check_positions(positions, B, T)
+        positions = self._check_positions(positions, B, T).to(x.device)
         cos, sin = rope_tables(positions, self.cfg.head_dim, self.cfg.rope_base, x.dtype)
         for block in self.blocks:
             x = block(x, cos, sin)
@@ -234,7 +235,8 @@ class TinyGPT(nn.Module):
 
     def _check_positions(self, positions, B: int, T: int) -> torch.Tensor:
         if positions is None:
-            return torch.arange(T, dtype=torch.int64).expand(B, T)
+            return torch.arange(T, dtype=torch.int64, device=self.lm_head.weight.device
+                                ).expand(B, T)
         check_tensor("positions", positions)
         if positions.shape not in ((T,), (B, T)):
             raise InputError(

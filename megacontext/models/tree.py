@@ -15,6 +15,7 @@ import torch
 
 from ..controller.config import MCConfig
 from ..controller.working_context import WorkingContext, as_numpy, check_working_context
+from ..device import HOST
 from ..errors import InputError, InputTypeError, check_tensor
 
 GistFn = Callable[[torch.Tensor, int], torch.Tensor]  # (children [B, K, D], lod) -> [B, D]
@@ -57,11 +58,11 @@ class MegaContextTree:
         self.cfg, self.dim, self.dtype = cfg, dim, dtype
         self.gist_fn = gist_fn if gist_fn is not None else mean_gist
         # per level: a buffer with spare capacity (amortised doubling) and its used length
-        self._buf = [torch.empty(0, dim, dtype=dtype) for _ in range(cfg.max_lod + 1)]
+        self._buf = [torch.empty(0, dim, dtype=dtype, device=HOST) for _ in range(cfg.max_lod + 1)]
         self._len = [0] * (cfg.max_lod + 1)
         # LensNet projections of the nodes (see `gather`): one table, each level's region
         # offset and capacity, each level's filled length, the `projection_key()` they hold
-        self._proj = torch.empty(0)
+        self._proj = torch.empty(0, device=HOST)
         self._proj_off = np.zeros(cfg.max_lod + 1, dtype=np.int64)
         self._proj_cap = [0] * (cfg.max_lod + 1)
         self._proj_len = [0] * (cfg.max_lod + 1)
@@ -82,7 +83,8 @@ class MegaContextTree:
         n, used = x.shape[0], self._len[lod]
         buf = self._buf[lod]
         if used + n > buf.shape[0]:
-            grown = torch.empty(max(2 * buf.shape[0], used + n, 64), self.dim, dtype=self.dtype)
+            grown = torch.empty(max(2 * buf.shape[0], used + n, 64), self.dim, dtype=self.dtype,
+                                device=HOST)
             grown[:used] = buf[:used]
             self._buf[lod] = buf = grown
         buf[used: used + n] = x
@@ -170,7 +172,7 @@ class MegaContextTree:
     def _alloc_projections(self, lensnet, caps: list[int]) -> None:
         """A projection table with per-level capacities `caps`, keeping the filled rows."""
         off = np.concatenate([[0], np.cumsum(caps[:-1])]).astype(np.int64)
-        table = torch.empty(sum(caps), lensnet.cfg.width, dtype=lensnet.dtype)
+        table = torch.empty(sum(caps), lensnet.cfg.width, dtype=lensnet.dtype, device=HOST)
         for lod, have in enumerate(self._proj_len):
             if have:
                 old = int(self._proj_off[lod])
@@ -180,7 +182,7 @@ class MegaContextTree:
     def _gather_vectors(self, wc: WorkingContext, spans: np.ndarray) -> torch.Tensor:
         """[N, D] row `start // span` of level `lod` for every entry."""
         lods, starts = as_numpy(wc.lods), as_numpy(wc.starts)
-        out = torch.empty(lods.shape[0], self.dim, dtype=self.dtype)
+        out = torch.empty(lods.shape[0], self.dim, dtype=self.dtype, device=HOST)
         for lod in range(self.cfg.max_lod + 1):
             rows = np.flatnonzero(lods == lod)
             if rows.size:

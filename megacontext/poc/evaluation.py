@@ -38,9 +38,10 @@ from dataclasses import dataclass
 import torch
 
 from ..data import LongRangeTask, load_documents, split_documents
+from ..device import HOST
 from ..errors import ConfigError, InputError
 from ..models.lensnet import LensNet
-from ..runtime.horizon import base_logits, embed_ids
+from ..runtime.horizon import base_logits, device_of, embed_ids
 from ..runtime.session import MegaContextSession, RefocusRecord, with_budget
 from .config import LONG_RANGE_VALUE_LEN, PocConfig, parse_budget
 
@@ -65,7 +66,8 @@ class NoTailLensNet(LensNet):
 
     @classmethod
     def from_lensnet(cls, lensnet: LensNet) -> NoTailLensNet:
-        out = cls(lensnet.cfg).to(lensnet.dtype)
+        with next(lensnet.parameters()).device:  # made where the original lives
+            out = cls(lensnet.cfg).to(lensnet.dtype)
         out.load_state_dict(lensnet.state_dict())
         return out.eval()
 
@@ -184,9 +186,10 @@ def horizon_logits(base, vectors, positions, T, future) -> torch.Tensor:
     q = embed_ids(base, future[: H - 1]).to(vectors.dtype)
     x = torch.cat([vectors, q])[None]
     pos = torch.cat([positions.to(torch.float64),
-                     torch.arange(T, T + H - 1, dtype=torch.float64)])[None]
+                     torch.arange(T, T + H - 1, dtype=torch.float64, device=HOST)])[None]
     n = vectors.shape[0]
-    return base_logits(base, x, pos)[0, n - 1: n - 1 + H].float()
+    dev = device_of(base)  # the host's vectors go to the base's device, the logits come back
+    return base_logits(base, x.to(dev), pos.to(dev))[0, n - 1: n - 1 + H].float().cpu()
 
 
 def _score(logits: torch.Tensor, future: torch.Tensor) -> dict:
@@ -241,7 +244,7 @@ def measure(item: dict, systems: Systems, ids: torch.Tensor, cfg: PocConfig,
     if item["system"] == "full":
         base = systems.init_base
         v = embed_ids(base, ids[:T])
-        return _score(horizon_logits(base, v, torch.arange(T), T, future), future)
+        return _score(horizon_logits(base, v, torch.arange(T, device=HOST), T, future), future)
     policy, base, gistnet, lensnet = systems.spec(item["system"])
     mc = with_budget(cfg.train.mc, item["budget"])
     s = run_session(mc, base, gistnet, lensnet, policy, ids, T, H, seed=item.get("seed", 0))

@@ -32,6 +32,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from ..device import HOST, resolve_device
 from ..errors import ConfigError
 from ..runtime.loading import write_text_atomic
 from .config import PocConfig, poc_config_to_dict, poc_config_toml, section_sha
@@ -76,8 +77,9 @@ def _log(msg: str, out) -> None:
 # --- stage 1: the base ----------------------------------------------------------------------
 
 
-def stage_pretrain(cfg: PocConfig, run_dir: Path, stages: Stages, progress: bool, out) -> str:
-    """The base checkpoint directory: cfg.base as given, or the [pretrain] run."""
+def stage_pretrain(cfg: PocConfig, run_dir: Path, stages: Stages, progress: bool, out,
+                   device: torch.device = HOST) -> str:
+    """The base checkpoint directory: cfg.base as given, or the [pretrain] run (on `device`)."""
     if cfg.base:
         if not Path(cfg.base).exists():
             raise ConfigError(f"base = {cfg.base!r}: no such directory")
@@ -115,9 +117,9 @@ def stage_pretrain(cfg: PocConfig, run_dir: Path, stages: Stages, progress: bool
     _log(f"pretrain: {'resuming' if resume else 'starting'} in {pdir}", out)
     summary = pretrain(pcfg, pdir, resume=resume,
                        minutes=(cfg.pretrain_minutes or None) if not resume else None,
-                       progress=progress, out=out)
+                       progress=progress, out=out, device=device)
     stages.mark("pretrain", sha, str(pdir), float(summary["elapsed_s"]),
-                val_nll=summary["val_nll"], step=summary["step"])
+                val_nll=summary["val_nll"], step=summary["step"], device=str(device))
     return str(pdir)
 
 
@@ -125,8 +127,9 @@ def stage_pretrain(cfg: PocConfig, run_dir: Path, stages: Stages, progress: bool
 
 
 def stage_retrieval(cfg: PocConfig, base_dir: str, run_dir: Path, stages: Stages,
-                    progress: bool, out) -> str:
-    """The tuned base's directory (run_dir/retrieval), or `base_dir` when switched off."""
+                    progress: bool, out, device: torch.device = HOST) -> str:
+    """The tuned base's directory (run_dir/retrieval, tuned on `device`), or `base_dir` when
+    switched off."""
     from ..training.config_io import config_to_dict
     from ..training.retrieval import retrieval_finished, retrieval_tune
 
@@ -153,11 +156,11 @@ def stage_retrieval(cfg: PocConfig, base_dir: str, run_dir: Path, stages: Stages
         summary = retrieval_tune(cfg.retrieval, base_dir, rdir, resume=resume,
                                  sources=cfg.pretrain.data.sources,
                                  val_fraction=cfg.pretrain.data.val_fraction,
-                                 progress=progress, out=out)
+                                 progress=progress, out=out, device=device)
     stages.mark("retrieval", sha, str(rdir), float(summary.get("elapsed_s") or
                                                    time.perf_counter() - t0),
                 answer_nll=summary["answer_nll"], step=summary["step"],
-                long_from=summary["long_from"])
+                long_from=summary["long_from"], device=str(device))
     return str(rdir)
 
 
@@ -191,7 +194,8 @@ def stage_train(cfg: PocConfig, base_dir: str, run_dir: Path, stages: Stages, pr
     resume = str(ckpts[-1]) if ckpts else None
     _log(f"{stage}: {'resuming after ' + resume if resume else 'starting'} in {tdir}", out)
     t0 = time.perf_counter()
-    result = train(tcfg, tdir, resume=resume, progress=progress)
+    with HOST:  # the trainer runs on the CPU whatever the default device (contract §13.4)
+        result = train(tcfg, tdir, resume=resume, progress=progress)
     for p in result.phases:
         m = {k: round(v, 4) for k, v in p.metrics.items() if isinstance(v, float)}
         _log(f"{stage}: {p.phase.label}: {p.steps} steps {json.dumps(m)}", out)
@@ -204,9 +208,10 @@ def stage_train(cfg: PocConfig, base_dir: str, run_dir: Path, stages: Stages, pr
 
 
 def load_systems(cfg: PocConfig, base_dir: str, checkpoint: str,
-                 causal_checkpoint: str | None = None) -> Systems:
+                 causal_checkpoint: str | None = None, device: torch.device = HOST) -> Systems:
     """Trained modules from `checkpoint` (and the causal run's from `causal_checkpoint`) and
-    their seeded initialisations (build_models)."""
+    their seeded initialisations (build_models). The bases go to `device`; GistNet and LensNet
+    stay on the host with the runtime's tree (they are small; the base is the cost)."""
     from ..training.cycle import MODULES, build_models
     from ..training.phase_store import load_phase_checkpoint
     from ..training.text import split_windows
@@ -216,22 +221,24 @@ def load_systems(cfg: PocConfig, base_dir: str, checkpoint: str,
                           tcfg.data.val_fraction, tcfg.history + tcfg.horizon)
 
     def trained(tc, path):
-        models = build_models(tc, tw)
+        with HOST:  # the trainer's modules are built on the host (cycle.build_models)
+            models = build_models(tc, tw)
         tensors, _ = load_phase_checkpoint(path)
         for name in MODULES:
             models.load_state(name, tensors[name])
-        return models.base.eval(), models.gistnet.eval(), models.lensnet.eval()
+        return models.base.to(device).eval(), models.gistnet.eval(), models.lensnet.eval()
 
-    init = build_models(tcfg, tw)
+    with HOST:
+        init = build_models(tcfg, tw)
     causal = (trained(train_config(cfg, base_dir, causal=True), causal_checkpoint)
               if causal_checkpoint else None)
-    return Systems(*trained(tcfg, checkpoint), init.base.eval(), init.gistnet.eval(),
+    return Systems(*trained(tcfg, checkpoint), init.base.to(device).eval(), init.gistnet.eval(),
                    init.lensnet.eval(), causal)
 
 
 def stage_evaluate(cfg: PocConfig, base_dir: str, checkpoint: str, run_dir: Path,
-                   stages: Stages, progress: bool, out, causal_checkpoint: str | None = None
-                   ) -> dict:
+                   stages: Stages, progress: bool, out, causal_checkpoint: str | None = None,
+                   device: torch.device = HOST) -> dict:
     sha = section_sha(poc_config_to_dict(cfg)["eval"], stages.data.get("train", {}).get("sha"),
                       *([stages.data["train_causal"]["sha"]] if causal_checkpoint else []))
     edir = run_dir / "eval"
@@ -241,7 +248,7 @@ def stage_evaluate(cfg: PocConfig, base_dir: str, checkpoint: str, run_dir: Path
         return json.loads(Path(rec["artifact"]).read_text())
     t0 = time.perf_counter()
     torch.set_num_threads(cfg.train.threads)
-    systems = load_systems(cfg, base_dir, checkpoint, causal_checkpoint)
+    systems = load_systems(cfg, base_dir, checkpoint, causal_checkpoint, device)
     T, H = cfg.train.history, cfg.train.horizon
     data = {"coding": heldout_windows("stdlib", cfg.eval.coding_windows, T + H,
                                       cfg.pretrain.data.val_fraction),
@@ -249,7 +256,8 @@ def stage_evaluate(cfg: PocConfig, base_dir: str, checkpoint: str, run_dir: Path
                                      cfg.pretrain.data.val_fraction)}
     task = long_range_task(cfg)
     examples = [task.example(i) for i in range(cfg.eval.long_range_examples)]
-    data["long_range"] = [{"name": f"long_range/{i}", "ids": torch.tensor(list(ex.text)),
+    data["long_range"] = [{"name": f"long_range/{i}",
+                           "ids": torch.tensor(list(ex.text), device=HOST),
                            "record": ex.record_value,
                            "others": tuple(v for k, v in enumerate(ex.record_values)
                                            if k != ex.queried)}
@@ -289,7 +297,7 @@ def stage_evaluate(cfg: PocConfig, base_dir: str, checkpoint: str, run_dir: Path
                            "key_len": cfg.eval.key_len},
             "stages": {k: {kk: vv for kk, vv in v.items() if kk != "sha"}
                        for k, v in stages.data.items()},
-            "latency": latency, "threads": torch.get_num_threads()}
+            "latency": latency, "threads": torch.get_num_threads(), "device": str(device)}
     summary = summarize(items, cells, cfg, meta)
     path = write_text_atomic(edir / "summary.json", json.dumps(summary, indent=1))
     stages.mark("evaluate", sha, str(path), time.perf_counter() - t0)
@@ -301,22 +309,31 @@ def stage_evaluate(cfg: PocConfig, base_dir: str, checkpoint: str, run_dir: Path
 # --- the whole study ----------------------------------------------------------------------
 
 
-def run_poc(cfg: PocConfig, run_dir: str | Path, progress: bool = True, out=None) -> Path:
-    """Run every stage not yet done; write report.md + PNGs. Returns the report's path."""
+def run_poc(cfg: PocConfig, run_dir: str | Path, progress: bool = True, out=None,
+            device: str | torch.device = "cpu") -> Path:
+    """Run every stage not yet done; write report.md + PNGs. Returns the report's path.
+
+    device (`resolve_device`; InputError for one this machine lacks): pretraining and retrieval
+    tuning train there, and evaluation runs the base there; the train stages run on the CPU
+    (contract §13.4). "auto" = CUDA when present (the CLI's default). The device is not part of
+    a stage's config: a run may resume on another device."""
     from .report import write_report
 
+    device = resolve_device(device)
     out = out or sys.stdout
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(run_dir / "config.toml", poc_config_toml(cfg))
     stages = Stages(run_dir)
     t0 = time.perf_counter()
-    base_dir = stage_pretrain(cfg, run_dir, stages, progress, out)
-    base_dir = stage_retrieval(cfg, base_dir, run_dir, stages, progress, out)
+    _log(f"device: {device}", out)
+    base_dir = stage_pretrain(cfg, run_dir, stages, progress, out, device)
+    base_dir = stage_retrieval(cfg, base_dir, run_dir, stages, progress, out, device)
     checkpoint = stage_train(cfg, base_dir, run_dir, stages, progress, out)
     causal = (stage_train(cfg, base_dir, run_dir, stages, progress, out, causal=True)
               if cfg.eval.causal_lensnet else None)
-    summary = stage_evaluate(cfg, base_dir, checkpoint, run_dir, stages, progress, out, causal)
+    summary = stage_evaluate(cfg, base_dir, checkpoint, run_dir, stages, progress, out, causal,
+                             device)
     report = write_report(summary, run_dir)
     _log(f"report: {report} ({time.perf_counter() - t0:.1f} s this invocation)", out)
     return report

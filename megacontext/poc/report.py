@@ -235,7 +235,8 @@ def render_report(summary: dict) -> str:
              *_retrieval_line(st),
              "- stage wall times (s): " + ", ".join(
                  f"{k} {v.get('seconds', float('nan')):.0f}" for k, v in st.items()),
-             f"- torch threads: {m['threads']}", "",
+             f"- torch threads: {m['threads']}; device: {m.get('device', 'cpu')} (pretraining, "
+             f"retrieval tuning and the evaluated bases; the train stages run on the CPU)", "",
              "## Criteria", "",
              "| criterion | measured | limit | holds |", "| --- | --- | --- | --- |"]
     for r in criteria(summary):

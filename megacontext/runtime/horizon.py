@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from ..controller.config import MCConfig
 from ..controller.working_context import WorkingContext, as_numpy
+from ..device import HOST
 from ..errors import InputError, InputTypeError, check_int, check_tensor
 
 
@@ -91,8 +92,8 @@ def loss_at_h_batch(
     batch_size = check_int("batch_size", batch_size, minimum=1)
     emb = embed_ids(base, future) if future_emb is None else future_emb
     q_emb = emb[: H - 1]  # [H-1, E] the teacher-forced inputs
-    q_pos = torch.arange(T, T + H - 1, dtype=torch.float64)
-    out = torch.empty(len(wc_vectors), dtype=torch.float64)
+    q_pos = torch.arange(T, T + H - 1, dtype=torch.float64, device=HOST)
+    out = torch.empty(len(wc_vectors), dtype=torch.float64, device=HOST)
     for b0 in range(0, len(wc_vectors), batch_size):
         vecs, poss = wc_vectors[b0: b0 + batch_size], wc_positions[b0: b0 + batch_size]
         lens = [int(v.shape[0]) for v in vecs]
@@ -100,15 +101,15 @@ def loss_at_h_batch(
             raise InputError("a working context must hold at least one entry to predict from")
         L = max(lens) + H - 1
         E = q_emb.shape[1] if q_emb.numel() else vecs[0].shape[1]
-        x = torch.zeros(len(vecs), L, E, dtype=emb.dtype)
-        pos = torch.zeros(len(vecs), L, dtype=torch.float64)
+        x = torch.zeros(len(vecs), L, E, dtype=emb.dtype, device=HOST)
+        pos = torch.zeros(len(vecs), L, dtype=torch.float64, device=HOST)
         rows = []  # per variant: indices of the H predicting positions
         for j, (v, p, n) in enumerate(zip(vecs, poss, lens, strict=True)):
             x[j, :n] = v.to(emb.dtype)
             x[j, n: n + H - 1] = q_emb
             pos[j, :n] = p.to(torch.float64)
             pos[j, n: n + H - 1] = q_pos
-            rows.append(torch.arange(n - 1, n - 1 + H))
+            rows.append(torch.arange(n - 1, n - 1 + H, device=HOST))
         dev = device_of(base)
         logits = base_logits(base, x.to(dev), pos.to(dev))  # [b, L, V]
         picked = logits[torch.arange(len(vecs), device=dev)[:, None],

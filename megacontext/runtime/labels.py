@@ -24,6 +24,7 @@ from ..controller.allocator import focus_step
 from ..controller.config import MCConfig
 from ..controller.legality import legal_actions
 from ..controller.working_context import WorkingContext, as_numpy, check_working_context
+from ..device import HOST
 from ..errors import InputError, InputTypeError, check_int
 from ..models.tree import MegaContextTree
 from ..supervision.lens_targets import lens_targets_from_best, variant_weights
@@ -61,7 +62,7 @@ def candidate_actions(
         max_candidates = check_int("max_candidates", max_candidates, minimum=1)
         if len(out) > max_candidates:
             g = torch.Generator().manual_seed(check_int("seed", seed, minimum=0))
-            keep = torch.randperm(len(out), generator=g)[:max_candidates].sort().values
+            keep = torch.randperm(len(out), generator=g, device=HOST)[:max_candidates].sort().values
             out = [out[i] for i in keep.tolist()]
     return out
 
@@ -84,13 +85,13 @@ def variant_inputs(tree: MegaContextTree, wc_vec: torch.Tensor, wc_pos: torch.Te
         child = cfg.span(cand.lod - 1)
         first = cand.start // child
         mid = tree.level(cand.lod - 1)[first: first + K]  # [K, E]
-        mid_pos = cand.start + child * torch.arange(K, dtype=torch.int64) + child // 2
+        mid_pos = cand.start + child * torch.arange(K, dtype=torch.int64, device=HOST) + child // 2
         return (torch.cat([wc_vec[:r], mid, wc_vec[r + 1:]]),
                 torch.cat([wc_pos[:r], mid_pos, wc_pos[r + 1:]]))
     parent = cand.lod + 1
     span = cfg.span(parent)
     mid = tree.level(parent)[cand.start // span: cand.start // span + 1]  # [1, E]
-    mid_pos = torch.tensor([cand.start + span // 2], dtype=torch.int64)
+    mid_pos = torch.tensor([cand.start + span // 2], dtype=torch.int64, device=HOST)
     return (torch.cat([wc_vec[:r], mid, wc_vec[r + K:]]),
             torch.cat([wc_pos[:r], mid_pos, wc_pos[r + K:]]))
 
@@ -113,8 +114,8 @@ def utilities(wc: WorkingContext, candidates: list[Candidate], delta: torch.Tens
               cfg: MCConfig) -> tuple[torch.Tensor, torch.Tensor]:
     """(expand_gain[N], collapse_loss[N]) float64 from per-candidate ΔNLL; NaN where unmeasured."""
     n = len(wc)
-    gain = torch.full((n,), math.nan, dtype=torch.float64)
-    loss = torch.full((n,), math.nan, dtype=torch.float64)
+    gain = torch.full((n,), math.nan, dtype=torch.float64, device=HOST)
+    loss = torch.full((n,), math.nan, dtype=torch.float64, device=HOST)
     for c, d in zip(candidates, delta.tolist(), strict=True):
         if c.kind == EXPAND:
             gain[c.row] = -d
@@ -206,7 +207,7 @@ def best_variant_labels(
     free = dataclasses.replace(cfg, min_residency=0)
     variants = [wc]
     for _ in range(n_variants - 1):
-        scores = torch.rand(len(wc), generator=g, dtype=torch.float64) * 2 - 1
+        scores = torch.rand(len(wc), generator=g, dtype=torch.float64, device=HOST) * 2 - 1
         variants.append(focus_step(wc, scores, T, free)[0])
     losses = loss_at_h_batch(base, [tree.gather(v) for v in variants],
                              [v.positions(cfg) for v in variants], T, future,

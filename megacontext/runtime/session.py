@@ -39,6 +39,7 @@ from ..controller.working_context import (
     as_numpy,
     build_working_context,
 )
+from ..device import HOST
 from ..errors import ConfigError, InputError, InputTypeError, check_int
 from ..models.lensnet import LensNet, lens_features, lens_tail
 from ..models.tree import MegaContextTree
@@ -112,7 +113,7 @@ class MegaContextSession:
             cfg, base, gistnet, lensnet, policy)
         self.vocab_size = getattr(getattr(base, "cfg", None), "vocab_size", None)
         with torch.no_grad():
-            probe = embed_ids(base, torch.zeros(1, dtype=torch.int64))
+            probe = embed_ids(base, torch.zeros(1, dtype=torch.int64, device=HOST))
         self.dim, self.dtype = int(probe.shape[1]), probe.dtype
         if gistnet is not None:
             gdim = getattr(getattr(gistnet, "cfg", None), "dim", self.dim)
@@ -141,7 +142,7 @@ class MegaContextSession:
         self._rng = torch.Generator().manual_seed(self.seed)
         self._base_ms = 0.0
         # the oracle's lookahead: the tokens after those being ingested (see `ingest`)
-        self._pending: torch.Tensor = torch.zeros(0, dtype=torch.int64)
+        self._pending: torch.Tensor = torch.zeros(0, dtype=torch.int64, device=HOST)
 
     # --- state ------------------------------------------------------------------------------
 
@@ -191,7 +192,7 @@ class MegaContextSession:
             actions = diff_actions(before, new, cfg)
         else:
             if kind == "overflow":
-                scores = torch.zeros(len(before), dtype=torch.float32)
+                scores = torch.zeros(len(before), dtype=torch.float32, device=HOST)
             elif self.policy == "lens":
                 with torch.no_grad():
                     t1 = time.perf_counter()
@@ -205,7 +206,7 @@ class MegaContextSession:
                                           projected=cached).float()
                     lens_ms = _ms(t1)
             elif self.policy == "random":
-                scores = torch.rand(len(before), generator=self._rng) * 2 - 1
+                scores = torch.rand(len(before), generator=self._rng, device=HOST) * 2 - 1
             else:  # oracle
                 t1 = time.perf_counter()
                 scores = self._oracle_scores(before)
@@ -290,7 +291,7 @@ class MegaContextSession:
         if top_k is not None:
             top_k = check_int("top_k", top_k, minimum=1)
         g = torch.Generator().manual_seed(check_int("seed", seed, minimum=0))
-        out = torch.empty(n, dtype=torch.int64)
+        out = torch.empty(n, dtype=torch.int64, device=HOST)
         for i in range(n):
             logits = self.next_logits()
             if top_k is not None and top_k < logits.shape[0]:
@@ -388,7 +389,7 @@ def full_context_nll(base, ids: torch.Tensor, T: int, H: int) -> float:
     ids = check_ids("ids", ids, getattr(getattr(base, "cfg", None), "vocab_size", None))
     T, H = check_horizon(ids, T, H)
     emb = embed_ids(base, ids[:T])
-    return float(loss_at_h_batch(base, [emb], [torch.arange(T)], T, ids[T: T + H])[0])
+    return float(loss_at_h_batch(base, [emb], [torch.arange(T, device=HOST)], T, ids[T: T + H])[0])
 
 
 @torch.no_grad()

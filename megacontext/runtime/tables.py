@@ -28,6 +28,7 @@ import torch
 
 from ..controller.config import MCConfig
 from ..controller.working_context import WorkingContext
+from ..device import HOST
 from ..errors import InputError
 from .labels import EXPAND, SnapshotLabels
 
@@ -179,12 +180,12 @@ def read_labels(directory: str | Path, cfg: MCConfig) -> list[StoredSnapshot]:
         _check_version(labels_t, "labels", part)
         _check_version(snap_t, "snapshots", snap_path)
         s = snap_t.to_pylist()[0]
-        wc = WorkingContext(torch.tensor(s["wc_lods"], dtype=torch.int64),
-                            torch.tensor(s["wc_starts"], dtype=torch.int64),
-                            torch.tensor(s["wc_residency"], dtype=torch.int64))
+        wc = WorkingContext(torch.tensor(s["wc_lods"], dtype=torch.int64, device=HOST),
+                            torch.tensor(s["wc_starts"], dtype=torch.int64, device=HOST),
+                            torch.tensor(s["wc_residency"], dtype=torch.int64, device=HOST))
         n, K = len(wc), cfg.block_size
-        gain = torch.full((n,), math.nan, dtype=torch.float64)
-        loss = torch.full((n,), math.nan, dtype=torch.float64)
+        gain = torch.full((n,), math.nan, dtype=torch.float64, device=HOST)
+        loss = torch.full((n,), math.nan, dtype=torch.float64, device=HOST)
         lods, starts = wc.lods.tolist(), wc.starts.tolist()
         row_of = {(lod, st): i for i, (lod, st) in enumerate(zip(lods, starts, strict=True))}
         cols = labels_t.to_pydict()
@@ -202,6 +203,7 @@ def read_labels(directory: str | Path, cfg: MCConfig) -> list[StoredSnapshot]:
                                      f"members at that level")
                 loss[r: r + K] = delta
         out.append(StoredSnapshot(s["snapshot_id"], s["source"], wc, s["T"], s["H"],
-                                  torch.tensor(s["future"], dtype=torch.int64), s["base_nll"],
+                                  torch.tensor(s["future"], dtype=torch.int64, device=HOST),
+                                  s["base_nll"],
                                   gain, loss, labels_t.num_rows))
     return out

@@ -111,11 +111,11 @@ def group_values(values: torch.Tensor, group_id: torch.Tensor, name: str) -> tor
     n_groups = int(group_id.max()) + 1 if bool(in_group.any()) else 0
     measured = in_group & ~torch.isnan(values)
     idx, vals = group_id[measured], values[measured]
-    hi = torch.full((n_groups,), -math.inf, dtype=values.dtype)
-    lo = torch.full((n_groups,), math.inf, dtype=values.dtype)
+    hi = torch.full((n_groups,), -math.inf, dtype=values.dtype, device=values.device)
+    lo = torch.full((n_groups,), math.inf, dtype=values.dtype, device=values.device)
     hi = hi.scatter_reduce(0, idx, vals, "amax")
     lo = lo.scatter_reduce(0, idx, vals, "amin")
-    seen = torch.zeros(n_groups, dtype=torch.bool).index_fill_(0, idx, True)
+    seen = torch.zeros(n_groups, dtype=torch.bool, device=values.device).index_fill_(0, idx, True)
     bad = seen & (hi != lo)
     if bool(bad.any()):
         g = int(bad.nonzero()[0])
@@ -170,12 +170,12 @@ def lens_targets_from_best(
     # A group is collapsed in best iff a member is coarser there (then all K are).
     n_groups = int(group_id.max()) + 1 if len(wc) and bool((group_id >= 0).any()) else 0
     in_group = group_id >= 0
-    group_coarser = torch.zeros(n_groups, dtype=torch.bool)
+    group_coarser = torch.zeros(n_groups, dtype=torch.bool, device=coarser.device)
     group_coarser[group_id[coarser & in_group]] = True
     collapse = torch.zeros_like(coarser)
     collapse[in_group] = group_coarser[group_id[in_group]]
 
-    targets = torch.zeros(len(wc), dtype=torch.float32)
+    targets = torch.zeros(len(wc), dtype=torch.float32, device=finer.device)
     targets[finer] = magnitude
     targets[collapse] = -magnitude
     return targets, finer | collapse
@@ -227,5 +227,6 @@ def variant_weights(losses: torch.Tensor, baseline_loss: float | None = None) ->
             return losses.clone()
         ref = losses.max()
     else:
-        ref = torch.tensor(check_number("baseline_loss", baseline_loss), dtype=dtype)
+        ref = torch.tensor(check_number("baseline_loss", baseline_loss), dtype=dtype,
+                           device=losses.device)
     return 1.0 + (ref - losses).clamp(min=0)

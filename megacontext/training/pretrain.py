@@ -7,8 +7,9 @@
 Training: windows of `data.context` bytes from the training split (`WindowSampler`, batch of
 step s a pure function of (seed, s)), mean next-byte NLL, AdamW (weight decay on matrices
 only), linear warmup then cosine decay to `min_lr`, gradient-norm clipping, optional bf16
-autocast on CPU. Validation: mean NLL in nats/byte over `validation_windows` of the held-out
-files, always computed in float32, at step 0, every `steps // evals` steps and at the end.
+autocast, on the CPU or a GPU (`device`; contract §13.4). Validation: mean NLL in nats/byte
+over `validation_windows` of the held-out files, always computed in float32, at step 0,
+every `steps // evals` steps and at the end.
 
 Run directory:
     config.toml     the resolved config (after `minutes` fixed the step count)
@@ -27,7 +28,6 @@ The budget is also a hard stop: a run that gets slower stops early, checkpointed
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import math
@@ -42,6 +42,7 @@ import torch
 
 from ..data import load_documents, split_documents, validation_windows
 from ..data.windows import WindowSampler
+from ..device import autocast, resolve_device
 from ..errors import ConfigError, InputError
 from ..models.tiny_gpt import TinyGPT, TinyGPTConfig
 from .checkpoint import (
@@ -213,20 +214,17 @@ def load_optimizer_tensors(opt: torch.optim.Optimizer, tensors: dict[str, torch.
     opt.load_state_dict(sd)
 
 
-def _autocast(dtype: str):
-    if dtype == "bfloat16":
-        return torch.autocast("cpu", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
 @torch.no_grad()
 def validation_nll(model: TinyGPT, x: torch.Tensor, y: torch.Tensor, batch: int = 16) -> float:
-    """Mean NLL (nats/byte, float32 forward) of y given x over all positions of all windows."""
+    """Mean NLL (nats/byte, float32 forward) of y given x over all positions of all windows.
+    x, y: int64 [n, L] on any device (moved to the model's, `batch` windows at a time)."""
     was_training = model.training
     model.eval()
+    dev = next(model.parameters()).device
     total = 0.0
     for i in range(0, len(x), batch):
-        total += float(model(x[i:i + batch], targets=y[i:i + batch]).nll.double().sum())
+        xb, yb = x[i:i + batch].to(dev), y[i:i + batch].to(dev)
+        total += float(model(xb, targets=yb).nll.double().sum())
     model.train(was_training)
     return total / y.numel()
 
@@ -247,6 +245,7 @@ def pretrain(
     stop_after: int | None = None,
     progress: bool = True,
     out: TextIO | None = None,
+    device: str | torch.device = "cpu",
 ) -> dict:
     """Train (or resume) a byte-level TinyGPT into `run_dir`; see the module docstring.
 
@@ -257,8 +256,12 @@ def pretrain(
         steps are done in total (for tests and manual interruption).
     Returns {"step", "steps", "tokens", "val_nll", "curve", "stopped", "tokens_per_s" (training
     steps of this session only), "elapsed_s" (wall time of the run, all sessions), "config"}.
+    device: where the model trains (`resolve_device`: "auto", "cpu", "cuda[:N]"; InputError for
+        one this machine lacks). Checkpoints hold CPU tensors, so a run resumes on any device
+        (bit-identical only on the same device, thread count and dtype).
     """
     run_dir = Path(run_dir)
+    device = resolve_device(device)
     out = out if out is not None else sys.stderr
     if minutes is not None and not (isinstance(minutes, int | float) and minutes > 0):
         raise InputError(f"minutes must be > 0, got {minutes!r}")
@@ -277,12 +280,12 @@ def pretrain(
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     try:
-        return _run(cfg, run_dir, resume, minutes, stop_after, progress, out)
+        return _run(cfg, run_dir, resume, minutes, stop_after, progress, out, device)
     finally:
         torch.set_num_threads(threads_before)
 
 
-def _run(cfg, run_dir, resume, minutes, stop_after, progress, out) -> dict:
+def _run(cfg, run_dir, resume, minutes, stop_after, progress, out, device) -> dict:
     from tqdm import tqdm
 
     t_start = time.perf_counter()
@@ -306,7 +309,8 @@ def _run(cfg, run_dir, resume, minutes, stop_after, progress, out) -> dict:
     vx, vy = validation_windows(split.validation, T, cfg.data.val_windows)
 
     torch.manual_seed(cfg.train.seed)
-    model = TinyGPT(cfg.model.tiny_gpt())
+    with torch.device(device):  # parameters are made where they train
+        model = TinyGPT(cfg.model.tiny_gpt())
     if cfg.train.init and not resume:
         init_states, init_manifest = load_checkpoint(cfg.train.init, kind=KIND)
         init_model = init_manifest.get("config", {}).get("model")
@@ -380,10 +384,10 @@ def _run(cfg, run_dir, resume, minutes, stop_after, progress, out) -> dict:
     t_cal = time.perf_counter()
     while step < cfg.train.steps:
         t_step = time.perf_counter()
-        x, y = sampler.batch(step)
+        x, y = (t.to(device) for t in sampler.batch(step))
         for group in opt.param_groups:
             group["lr"] = lr_at(step, cfg.train)
-        with _autocast(cfg.train.dtype):
+        with autocast(device, cfg.train.dtype):
             loss = model(x, targets=y).nll.mean()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
@@ -436,13 +440,17 @@ def _run(cfg, run_dir, resume, minutes, stop_after, progress, out) -> dict:
             "config": cfg}
 
 
-def load_base(path: str | os.PathLike) -> tuple[TinyGPT, dict]:
-    """(TinyGPT in eval mode, manifest) from a pretrain run directory or its checkpoint
-    directory. Raises CheckpointError / CheckpointMismatchError (not a "tiny_gpt_base"
-    checkpoint) / CheckpointCorruptError."""
+def load_base(path: str | os.PathLike, device: str | torch.device = "cpu"
+              ) -> tuple[TinyGPT, dict]:
+    """(TinyGPT in eval mode on `device`, manifest) from a pretrain run directory or its
+    checkpoint directory. Raises CheckpointError / CheckpointMismatchError (not a
+    "tiny_gpt_base" checkpoint) / CheckpointCorruptError; InputError for a device this machine
+    lacks."""
+    device = resolve_device(device)
     states, manifest = load_checkpoint(path, kind=KIND)  # a run dir resolves to checkpoint/
     cfg = config_from_dict(PretrainConfig, manifest["config"])
-    model = TinyGPT(cfg.model.tiny_gpt())
+    with torch.device(device):
+        model = TinyGPT(cfg.model.tiny_gpt())
     model.load_state_dict(states["model"])
     model.eval()
     return model, manifest

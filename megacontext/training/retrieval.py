@@ -46,6 +46,7 @@ import torch
 from ..data import LongRangeTask, WindowSampler, load_documents, split_documents
 from ..data.long_range import ALPHABET
 from ..data.windows import step_seed
+from ..device import HOST, autocast, resolve_device
 from ..errors import ConfigError, InputError
 from .checkpoint import CheckpointMismatchError, load_checkpoint, read_manifest, save_checkpoint
 from .config_io import config_to_dict, write_text_atomic
@@ -54,7 +55,6 @@ from .pretrain import (
     KIND,
     METRICS_FILE,
     TrainConfig,
-    _autocast,
     load_base,
     load_optimizer_tensors,
     make_optimizer,
@@ -135,8 +135,8 @@ def retrieval_batch(task: LongRangeTask, step: int, batch: int) -> tuple[torch.T
     texts, masks = [], []
     for b in range(batch):
         ex = task.example(step * batch + b)
-        t = torch.tensor(list(ex.text), dtype=torch.int64)
-        m = torch.zeros(len(ex.text) - 1, dtype=torch.bool)
+        t = torch.tensor(list(ex.text), dtype=torch.int64, device=HOST)
+        m = torch.zeros(len(ex.text) - 1, dtype=torch.bool, device=HOST)
         for a, e in ex.answer_spans:
             m[a - 1: e - 1] = True  # target position i predicts byte i + 1
         texts.append(t)
@@ -150,11 +150,11 @@ def copy_batch(seed: int, step: int, batch: int, length: int) -> tuple[torch.Ten
     drawn from a generator seeded by step_seed(seed, step); (x, y, mask) [B, 2 * length + 1],
     mask true where the target is a byte of the repeat."""
     g = torch.Generator().manual_seed(step_seed(seed, step))
-    alphabet = torch.tensor(list(ALPHABET), dtype=torch.int64)
-    s = alphabet[torch.randint(len(ALPHABET), (batch, length), generator=g)]
-    nl = torch.full((batch, 1), 10, dtype=torch.int64)
+    alphabet = torch.tensor(list(ALPHABET), dtype=torch.int64, device=HOST)
+    s = alphabet[torch.randint(len(ALPHABET), (batch, length), generator=g, device=HOST)]
+    nl = torch.full((batch, 1), 10, dtype=torch.int64, device=HOST)
     t = torch.cat([nl, s, nl, s], dim=1)  # [B, 2L + 2]
-    m = torch.zeros(batch, 2 * length + 1, dtype=torch.bool)
+    m = torch.zeros(batch, 2 * length + 1, dtype=torch.bool, device=HOST)
     m[:, length + 1:] = True
     return t[:, :-1], t[:, 1:], m
 
@@ -162,7 +162,7 @@ def copy_batch(seed: int, step: int, batch: int, length: int) -> tuple[torch.Ten
 def retrieval_tune(cfg: RetrievalConfig, base: str | Path, run_dir: str | Path, *,
                    resume: bool = False, sources=("stdlib", "pydoc"), val_fraction: float = 0.05,
                    stop_after: int | None = None, progress: bool = True,
-                   out: TextIO | None = None) -> dict:
+                   out: TextIO | None = None, device: str | torch.device = "cpu") -> dict:
     """Tune the base at `base` (a pretrain run or checkpoint directory) into `run_dir`.
 
     Examples come from the training split of `sources` (the base's pretraining split, so the
@@ -170,7 +170,9 @@ def retrieval_tune(cfg: RetrievalConfig, base: str | Path, run_dir: str | Path, 
     retrieval config must equal `cfg`, else CheckpointMismatchError); without it a run directory
     that holds a checkpoint is an InputError. stop_after: stop (checkpointed, unfinished) once
     this many steps are done (tests, manual interruption). Returns {"step", "phase",
-    "long_from", "answer_nll" (mean of the last window), "finished", "elapsed_s"}."""
+    "long_from", "answer_nll" (mean of the last window), "finished", "elapsed_s"}.
+    device: where the base trains (`resolve_device`); checkpoints hold CPU tensors."""
+    device = resolve_device(device)
     if not cfg.enabled:
         raise ConfigError("retrieval.copy_steps + short_steps + long_steps = 0: nothing to tune")
     run_dir = Path(run_dir)
@@ -185,15 +187,16 @@ def retrieval_tune(cfg: RetrievalConfig, base: str | Path, run_dir: str | Path, 
         torch.set_num_threads(cfg.threads)
     try:
         return _tune(cfg, Path(base), run_dir, has and resume, sources, val_fraction,
-                     stop_after, progress, out)
+                     stop_after, progress, out, device)
     finally:
         torch.set_num_threads(threads_before)
 
 
-def _tune(cfg, base, run_dir, resume, sources, val_fraction, stop_after, progress, out) -> dict:
+def _tune(cfg, base, run_dir, resume, sources, val_fraction, stop_after, progress, out,
+          device) -> dict:
     from tqdm import tqdm
 
-    model, base_manifest = load_base(base)
+    model, base_manifest = load_base(base, device)
     context = int(base_manifest["config"]["data"]["context"])
     docs = split_documents(load_documents(tuple(sources)), val_fraction).train
     common = dict(n_records=cfg.n_records, key_len=cfg.key_len, value_len=cfg.value_len,
@@ -258,15 +261,16 @@ def _tune(cfg, base, run_dir, resume, sources, val_fraction, stop_after, progres
             task, batch = (tasks["short"], cfg.short_batch) if phase == "short" else (
                 tasks["long"], cfg.long_batch)
             x, y, m = retrieval_batch(task, step, batch)
+        x, y, m = x.to(device), y.to(device), m.to(device)
         lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else cfg.lr
         for g in opt.param_groups:
             g["lr"] = lr
-        with _autocast(cfg.dtype):
+        with autocast(device, cfg.dtype):
             nll = model(x, targets=y).nll  # [B, L]
             answer = nll[m].mean()
             if text is not None:
                 tx, ty = text.batch(step)
-                lm = model(tx, targets=ty).nll.mean()
+                lm = model(tx.to(device), targets=ty.to(device)).nll.mean()
             else:
                 lm = nll.mean()
             loss = answer + cfg.lm_weight * lm
