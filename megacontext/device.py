@@ -21,13 +21,14 @@ from .errors import InputError, InputTypeError
 
 HOST = torch.device("cpu")
 DTYPES = ("float32", "bfloat16")
+_simulating = False  # set by device_sim.simulated_device(): "meta" then stands for a GPU
 
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     """The torch.device named by `device`: "auto" (or None) = "cuda" when
-    `torch.cuda.is_available()`, else "cpu"; otherwise any torch device string ("cpu", "cuda",
-    "cuda:1", "mps"). Raises InputTypeError for a non-string, InputError naming the value for
-    an unknown device or one this machine does not have."""
+    `torch.cuda.is_available()`, else "cpu"; otherwise "cpu", "cuda" or "cuda:N". Raises
+    InputTypeError for a non-string, InputError naming the value for an unknown device, one
+    this machine does not have, or "mps" (no float64 there)."""
     if device is None or device == "auto":
         return torch.device("cuda") if torch.cuda.is_available() else HOST
     if isinstance(device, torch.device):
@@ -48,10 +49,12 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
             raise InputError(f"device {str(dev)!r}: this machine has "
                              f"{torch.cuda.device_count()} CUDA device(s)")
     elif dev.type == "mps":
-        if not torch.backends.mps.is_available():
-            raise InputError(f"device {str(dev)!r}: MPS is not available on this machine")
+        raise InputError(f"device {str(dev)!r}: not supported (the reference computes rotary "
+                         f"angles and validation sums in float64, which MPS lacks)")
+    elif dev.type == "meta" and _simulating:
+        pass
     elif dev.type != "cpu":
-        raise InputError(f"device must be 'auto', 'cpu', 'cuda[:N]' or 'mps', got {device!r}")
+        raise InputError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {device!r}")
     return dev
 
 

@@ -17,7 +17,7 @@ def test_auto_is_cuda_when_present_else_the_cpu():
     assert resolve_device("cpu") == HOST == resolve_device(torch.device("cpu"))
 
 
-@pytest.mark.parametrize("name", ["tpu", "gpu", "cuda:x", "", "meta"])
+@pytest.mark.parametrize("name", ["tpu", "gpu", "cuda:x", "", "meta", "mps"])
 def test_an_unknown_device_is_an_input_error_naming_it(name):
     with pytest.raises(InputError, match=repr(name).replace("(", r"\(")):
         resolve_device(name)
@@ -55,3 +55,24 @@ def test_tiny_gpt_makes_its_positions_where_its_parameters_are():
     with torch.device("meta"):  # anything made without a device now lands on meta
         got = model(ids).logits
     assert got.device == HOST and torch.equal(got, want)
+
+
+def test_the_simulated_device_fails_where_cuda_would_and_hands_back_zeros():
+    """`device_sim` (contract §13.4): a host tensor meeting a device tensor raises; values
+    that come back to the host come back as zeros; `resolve_device` takes SIM only inside."""
+    from megacontext.device_sim import SIM, simulated_device
+
+    with simulated_device() as dev:
+        assert dev == SIM and resolve_device(SIM) == SIM
+        w = torch.ones(3, 3, device=dev)
+        with pytest.raises(RuntimeError, match="device"):
+            w @ torch.ones(3)  # the missing .to(device)
+        y = w @ torch.ones(3).to(dev)
+        assert torch.equal(y.cpu(), torch.zeros(3)) and float(y.sum()) == 0.0
+        assert y.to("cpu", torch.float64).dtype == torch.float64 and y.tolist() == [0.0] * 3
+        host = torch.ones(3)
+        host[:] = y  # a device -> host copy
+        assert torch.equal(host, torch.zeros(3))
+        assert (w + torch.tensor(2.0)).is_meta  # a 0-dim host scalar may meet any device
+    with pytest.raises(InputError, match="'meta'"):
+        resolve_device("meta")

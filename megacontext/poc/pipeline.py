@@ -264,7 +264,7 @@ def stage_evaluate(cfg: PocConfig, base_dir: str, checkpoint: str, run_dir: Path
                           for i, ex in enumerate(examples)]
     items = eval_items(cfg)
     cells_path = edir / "cells.json"
-    cells_sha = section_sha(sha, "cells")
+    cells_sha = section_sha(sha, "cells", str(device))  # cells of two devices never mix
     cells = {}
     if cells_path.is_file():
         saved = json.loads(cells_path.read_text())

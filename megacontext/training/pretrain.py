@@ -400,8 +400,12 @@ def _run(cfg, run_dir, resume, minutes, stop_after, progress, out, device) -> di
         tok_per_s = (step - first_step) * B * T / train_s
         bar.update(1)
         bar.set_postfix(loss=f"{train_loss:.3f}", tok_s=f"{tok_per_s:,.0f}", refresh=False)
+        if calibrate and step == 1 and k_cal > 1:
+            # the first step pays one-time costs (allocator, kernel loading, a GPU's library
+            # set-up): timing starts after it, so they do not shrink the step count
+            t_cal = now
         if calibrate and step == k_cal:
-            per_step = (now - t_cal) / k_cal
+            per_step = (now - t_cal) / (k_cal - 1 if k_cal > 1 else 1)
             remaining = deadline - now
             # S steps cost S * per_step plus (S / interval) evaluations of first["eval_s"]
             per_eval = first["eval_s"] * cfg.train.evals
