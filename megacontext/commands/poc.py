@@ -24,9 +24,8 @@ def add_arguments(parser) -> None:
                         help="print the resolved config as TOML and exit")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("--device", default="auto",
-                        help="where pretraining and retrieval tuning train and evaluation runs "
-                             "the base: auto (CUDA when present, else cpu), cpu, cuda, cuda:N; "
-                             "the train stages run on the CPU (default auto; contract §13.4)")
+                        help="where the models train and run: auto (CUDA when present, else "
+                             "cpu), cpu, cuda, cuda:N (default auto; contract §13.4)")
 
 
 def run(args) -> int:

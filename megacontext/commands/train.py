@@ -21,6 +21,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--resume", default=None, metavar="CHECKPOINT",
                         help="a phase checkpoint directory of a run with the same config")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--device", default="auto",
+                        help="where the models train: auto (CUDA when present, else cpu), cpu, "
+                             "cuda, cuda:N (default auto; CPU only under torchrun; contract "
+                             "§13.4)")
     parser.add_argument("--print-default", action="store_true",
                         help="print the default config as TOML and exit")
 
@@ -46,7 +50,8 @@ def run(args) -> int:
         cfg = load_train_config(args.config)
         out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
         t0 = time.perf_counter()
-        result = train(cfg, out, resume=args.resume, progress=not args.no_progress)
+        result = train(cfg, out, resume=args.resume, progress=not args.no_progress,
+                       device=args.device)
         for p in result.phases:
             m = {k: round(v, 5) for k, v in p.metrics.items() if isinstance(v, float)}
             print(f"{p.phase.label}: {p.steps} steps  {json.dumps(m)}  -> {p.checkpoint}")

@@ -165,7 +165,8 @@ class MegaContextTree:
                 n = self._len[lod]
                 if have < n:
                     off = int(self._proj_off[lod])
-                    self._proj[off + have: off + n] = lensnet.project(self._buf[lod][have:n])
+                    rows = self._buf[lod][have:n].to(lensnet.in_proj.weight.device)
+                    self._proj[off + have: off + n] = lensnet.project(rows).to(HOST)
                     self._proj_len[lod] = n
             self._proj_key = key
 

@@ -175,7 +175,7 @@ def train_config(cfg: PocConfig, base_dir: str, causal: bool = False):
 
 
 def stage_train(cfg: PocConfig, base_dir: str, run_dir: Path, stages: Stages, progress: bool,
-                out, causal: bool = False) -> str:
+                out, causal: bool = False, device: torch.device = HOST) -> str:
     """The last phase checkpoint of the trainer run on `base_dir` (stage "train" in train/,
     or with `causal` stage "train_causal" in train-causal/)."""
     from ..training.cycle import train
@@ -194,13 +194,12 @@ def stage_train(cfg: PocConfig, base_dir: str, run_dir: Path, stages: Stages, pr
     resume = str(ckpts[-1]) if ckpts else None
     _log(f"{stage}: {'resuming after ' + resume if resume else 'starting'} in {tdir}", out)
     t0 = time.perf_counter()
-    with HOST:  # the trainer runs on the CPU whatever the default device (contract §13.4)
-        result = train(tcfg, tdir, resume=resume, progress=progress)
+    result = train(tcfg, tdir, resume=resume, progress=progress, device=device)
     for p in result.phases:
         m = {k: round(v, 4) for k, v in p.metrics.items() if isinstance(v, float)}
         _log(f"{stage}: {p.phase.label}: {p.steps} steps {json.dumps(m)}", out)
     ckpts = sorted(p for p in (tdir / "checkpoints").glob("*") if (p / "manifest.json").is_file())
-    stages.mark(stage, sha, str(ckpts[-1]), time.perf_counter() - t0)
+    stages.mark(stage, sha, str(ckpts[-1]), time.perf_counter() - t0, device=str(device))
     return str(ckpts[-1])
 
 
@@ -210,8 +209,8 @@ def stage_train(cfg: PocConfig, base_dir: str, run_dir: Path, stages: Stages, pr
 def load_systems(cfg: PocConfig, base_dir: str, checkpoint: str,
                  causal_checkpoint: str | None = None, device: torch.device = HOST) -> Systems:
     """Trained modules from `checkpoint` (and the causal run's from `causal_checkpoint`) and
-    their seeded initialisations (build_models). The bases go to `device`; GistNet and LensNet
-    stay on the host with the runtime's tree (they are small; the base is the cost)."""
+    their seeded initialisations (build_models), all on `device` (the runtime's trees stay on
+    the host)."""
     from ..training.cycle import MODULES, build_models
     from ..training.phase_store import load_phase_checkpoint
     from ..training.text import split_windows
@@ -221,18 +220,16 @@ def load_systems(cfg: PocConfig, base_dir: str, checkpoint: str,
                           tcfg.data.val_fraction, tcfg.history + tcfg.horizon)
 
     def trained(tc, path):
-        with HOST:  # the trainer's modules are built on the host (cycle.build_models)
-            models = build_models(tc, tw)
+        models = build_models(tc, tw, device)
         tensors, _ = load_phase_checkpoint(path)
         for name in MODULES:
             models.load_state(name, tensors[name])
-        return models.base.to(device).eval(), models.gistnet.eval(), models.lensnet.eval()
+        return models.base.eval(), models.gistnet.eval(), models.lensnet.eval()
 
-    with HOST:
-        init = build_models(tcfg, tw)
+    init = build_models(tcfg, tw, device)
     causal = (trained(train_config(cfg, base_dir, causal=True), causal_checkpoint)
               if causal_checkpoint else None)
-    return Systems(*trained(tcfg, checkpoint), init.base.to(device).eval(), init.gistnet.eval(),
+    return Systems(*trained(tcfg, checkpoint), init.base.eval(), init.gistnet.eval(),
                    init.lensnet.eval(), causal)
 
 
@@ -313,9 +310,9 @@ def run_poc(cfg: PocConfig, run_dir: str | Path, progress: bool = True, out=None
             device: str | torch.device = "cpu") -> Path:
     """Run every stage not yet done; write report.md + PNGs. Returns the report's path.
 
-    device (`resolve_device`; InputError for one this machine lacks): pretraining and retrieval
-    tuning train there, and evaluation runs the base there; the train stages run on the CPU
-    (contract §13.4). "auto" = CUDA when present (the CLI's default). The device is not part of
+    device (`resolve_device`; InputError for one this machine lacks): where every stage's
+    models train and run (the runtime's trees and the controller stay on the host; contract
+    §13.4). "auto" = CUDA when present (the CLI's default). The device is not part of
     a stage's config: a run may resume on another device."""
     from .report import write_report
 
@@ -329,8 +326,9 @@ def run_poc(cfg: PocConfig, run_dir: str | Path, progress: bool = True, out=None
     _log(f"device: {device}", out)
     base_dir = stage_pretrain(cfg, run_dir, stages, progress, out, device)
     base_dir = stage_retrieval(cfg, base_dir, run_dir, stages, progress, out, device)
-    checkpoint = stage_train(cfg, base_dir, run_dir, stages, progress, out)
-    causal = (stage_train(cfg, base_dir, run_dir, stages, progress, out, causal=True)
+    checkpoint = stage_train(cfg, base_dir, run_dir, stages, progress, out, device=device)
+    causal = (stage_train(cfg, base_dir, run_dir, stages, progress, out, causal=True,
+                          device=device)
               if cfg.eval.causal_lensnet else None)
     summary = stage_evaluate(cfg, base_dir, checkpoint, run_dir, stages, progress, out, causal,
                              device)

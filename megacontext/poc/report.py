@@ -235,8 +235,8 @@ def render_report(summary: dict) -> str:
              *_retrieval_line(st),
              "- stage wall times (s): " + ", ".join(
                  f"{k} {v.get('seconds', float('nan')):.0f}" for k, v in st.items()),
-             f"- torch threads: {m['threads']}; device: {m.get('device', 'cpu')} (pretraining, "
-             f"retrieval tuning and the evaluated bases; the train stages run on the CPU)", "",
+             f"- torch threads: {m['threads']}; device: {m.get('device', 'cpu')} (the models; "
+             f"trees and controller on the host)", "",
              "## Criteria", "",
              "| criterion | measured | limit | holds |", "| --- | --- | --- | --- |"]
     for r in criteria(summary):

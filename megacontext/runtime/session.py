@@ -133,9 +133,11 @@ class MegaContextSession:
                                  f"{self.dim}")
         gist_fn = None
         if gistnet is not None:
-            def gist_fn(children, lod):
+            gdev = device_of(gistnet)
+
+            def gist_fn(children, lod):  # children from the host tree; the gists go back there
                 with torch.no_grad():
-                    return gistnet(children, lod)
+                    return gistnet(children.to(gdev), lod).to(HOST)
         self.tree = MegaContextTree(cfg, self.dim, gist_fn, dtype=self.dtype)
         self.wc = WorkingContext.from_numpy(np.zeros(0), np.zeros(0))
         self.records: list[RefocusRecord] = []
@@ -200,10 +202,12 @@ class MegaContextSession:
                     x = (self.tree.gather(before, lensnet=self.lensnet) if cached
                          else self.tree.gather(before))
                     tail = lens_tail(self.lensnet, self.tree)
+                    ldev = device_of(self.lensnet)
                     gather_ms = _ms(t1)
                     t1 = time.perf_counter()
-                    scores = self.lensnet(x, lens_features(before, T, cfg), tail=tail,
-                                          projected=cached).float()
+                    scores = self.lensnet(x.to(ldev), lens_features(before, T, cfg).to(ldev),
+                                          tail=None if tail is None else tail.to(ldev),
+                                          projected=cached).float().to(HOST)
                     lens_ms = _ms(t1)
             elif self.policy == "random":
                 scores = torch.rand(len(before), generator=self._rng, device=HOST) * 2 - 1

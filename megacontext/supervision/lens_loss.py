@@ -114,7 +114,8 @@ def lens_loss(
 
     dtype = torch.promote_types(torch.promote_types(scores.dtype, targets.dtype), torch.float32)
     K = cfg.block_size
-    expand_ok, group_id = legal_actions(wc, T, cfg)
+    expand_ok, group_id = legal_actions(wc, T, cfg)  # host: the WC's structure
+    expand_ok, group_id = expand_ok.to(scores.device), group_id.to(scores.device)
     idx = mask.nonzero().flatten()  # [n] masked entries; index_select gives others zero grad
     s = scores.to(dtype).index_select(0, idx)  # [n]
     t = targets.detach().to(dtype).index_select(0, idx)  # [n]
@@ -155,7 +156,7 @@ def rank_pairs(t: torch.Tensor, s: torch.Tensor) -> tuple[torch.Tensor, torch.Te
         hi.append(b[keep])
         d *= 2
     if not lo:
-        empty = torch.zeros(0, dtype=torch.int64)
+        empty = torch.zeros(0, dtype=torch.int64, device=t.device)
         return empty, empty.clone()
     return torch.cat(lo), torch.cat(hi)
 

@@ -21,6 +21,7 @@ import math
 
 import torch
 
+from ..device import HOST
 from ..errors import InputError, InputTypeError, check_tensor
 
 
@@ -36,7 +37,7 @@ def _rows(name: str, x: torch.Tensor, mask: torch.Tensor | None, other=None):
             raise InputError(f"{oname} has shape {tuple(o.shape)}, expected {tuple(x.shape)} "
                              f"(the shape of {name})")
     if mask is None:
-        mask = torch.ones(x.shape, dtype=torch.bool)
+        mask = torch.ones(x.shape, dtype=torch.bool, device=x.device)
     check_tensor("mask", mask, dtype=torch.bool)
     if mask.shape != x.shape:
         raise InputError(f"mask has shape {tuple(mask.shape)}, expected {tuple(x.shape)} "
@@ -47,7 +48,7 @@ def _rows(name: str, x: torch.Tensor, mask: torch.Tensor | None, other=None):
 
 
 def _finish(values: list[float], batched: bool) -> torch.Tensor:
-    out = torch.tensor(values, dtype=torch.float64)
+    out = torch.tensor(values, dtype=torch.float64, device=HOST)  # Python floats: host values
     return out if batched else out[0]
 
 
@@ -147,7 +148,7 @@ def score_histogram(scores: torch.Tensor, mask: torch.Tensor | None = None, bins
         raise InputError(f"need lo < hi, got lo={lo} hi={hi}")
     s, m, _ = _rows("scores", scores, mask)
     x = s[m]  # [n]
-    edges = torch.linspace(lo, hi, bins + 1, dtype=torch.float64)
+    edges = torch.linspace(lo, hi, bins + 1, dtype=torch.float64, device=x.device)
     which = torch.bucketize(x, edges[1:-1], right=True)  # [n] in 0..bins-1
     counts = torch.bincount(which, minlength=bins)
     return counts, edges

@@ -51,11 +51,13 @@ from torch.nn.utils.rnn import pad_sequence
 
 from ..controller.config import MCConfig
 from ..controller.lod_map import render_lod_map
+from ..device import HOST, resolve_device
 from ..errors import ConfigError, InputError, InvariantError, MegaContextError
 from ..models.causal_lensnet import CausalLensNet
 from ..models.gistnet import GistNet, GistNetConfig
 from ..models.lensnet import LensNet, LensNetConfig, lens_features, lens_tail
 from ..models.tiny_gpt import LoRALinear, TinyGPT, TinyGPTConfig
+from ..runtime.horizon import device_of
 from ..runtime.labels import best_variant_labels, label_snapshot
 from ..runtime.session import MegaContextSession, policy_nll
 from ..supervision.kl import aggregate_kl, kl_per_position
@@ -139,11 +141,11 @@ def gist_version(gistnet: GistNet) -> str:
     return state_sha256(gistnet.state_dict())[:16]
 
 
-def load_base_checkpoint(path: str) -> TinyGPT:
+def load_base_checkpoint(path: str, device: torch.device = HOST) -> TinyGPT:
     """The pretrained base TinyGPT of a `megacontext pretrain` run or checkpoint directory
-    (`training.pretrain.load_base`)."""
+    (`training.pretrain.load_base`), on `device`."""
     from .pretrain import load_base
-    return load_base(path)[0]
+    return load_base(path, device)[0]
 
 
 def add_lora(base: TinyGPT, cfg: TrainConfig) -> None:
@@ -169,7 +171,7 @@ def pretrain_base(base: TinyGPT, cfg: TrainConfig, windows: Windows) -> None:
     opt = torch.optim.AdamW(base.parameters(), lr=b.pretrain_lr, betas=(0.9, 0.95))
     for _ in range(b.pretrain_steps):
         batch = torch.stack([windows.sample(g)[: b.pretrain_context + 1]
-                             for _ in range(b.pretrain_batch)])
+                             for _ in range(b.pretrain_batch)]).to(device_of(base))
         out = base(batch[:, :-1], targets=batch[:, 1:])
         opt.zero_grad(set_to_none=True)
         out.nll.mean().backward()
@@ -182,18 +184,22 @@ def pretrain_base(base: TinyGPT, cfg: TrainConfig, windows: Windows) -> None:
 _BASE_CACHE: dict[str, dict[str, torch.Tensor]] = {}
 
 
-def build_models(cfg: TrainConfig, train_windows: Windows) -> Models:
+def build_models(cfg: TrainConfig, train_windows: Windows, device: torch.device = HOST
+                 ) -> Models:
+    """The base (loaded, or made and briefly pretrained) with LoRA, GistNet and LensNet, all
+    made on `device` (contract §13.4), seeded by cfg.seed."""
     torch.manual_seed(cfg.seed)
     if cfg.base.checkpoint:
-        base = load_base_checkpoint(cfg.base.checkpoint)
+        base = load_base_checkpoint(cfg.base.checkpoint, device)
     else:
-        base = TinyGPT(TinyGPTConfig(n_layer=cfg.base.n_layer, n_head=cfg.base.n_head,
-                                     n_embd=cfg.base.n_embd))
+        with torch.device(device):
+            base = TinyGPT(TinyGPTConfig(n_layer=cfg.base.n_layer, n_head=cfg.base.n_head,
+                                         n_embd=cfg.base.n_embd))
         if cfg.base.pretrain_steps and cfg.base.pretrain_context + 1 > train_windows.length:
             raise ConfigError(f"base.pretrain_context = {cfg.base.pretrain_context} must be < "
                               f"history + horizon = {train_windows.length}")
         key = json.dumps([config_to_dict(cfg.base), config_to_dict(cfg.data), cfg.seed,
-                          cfg.history + cfg.horizon, torch.get_num_threads()])
+                          cfg.history + cfg.horizon, torch.get_num_threads(), str(device)])
         if key not in _BASE_CACHE:
             pretrain_base(base, cfg, train_windows)
             _BASE_CACHE[key] = {k: v.clone() for k, v in base.state_dict().items()}
@@ -202,12 +208,15 @@ def build_models(cfg: TrainConfig, train_windows: Windows) -> Models:
     add_lora(base, cfg)
     E = base.cfg.n_embd
     gc, lc = cfg.gistnet, cfg.lensnet
-    gistnet = GistNet(GistNetConfig(dim=E, block_size=cfg.mc.block_size, n_layers=gc.n_layers,
-                                    n_heads=gc.n_heads, mlp_ratio=gc.mlp_ratio,
-                                    levels=cfg.mc.max_lod, shared=gc.shared))
     lens_cls = CausalLensNet if lc.causal else LensNet  # the causal ablation (contract §16.2)
-    lensnet = lens_cls(LensNetConfig(d_in=E, width=lc.width, n_heads=lc.n_heads,
-                                     n_latents=lc.n_latents, slot_mlp_ratio=lc.slot_mlp_ratio))
+    with torch.device(device):
+        gistnet = GistNet(GistNetConfig(dim=E, block_size=cfg.mc.block_size,
+                                        n_layers=gc.n_layers, n_heads=gc.n_heads,
+                                        mlp_ratio=gc.mlp_ratio, levels=cfg.mc.max_lod,
+                                        shared=gc.shared))
+        lensnet = lens_cls(LensNetConfig(d_in=E, width=lc.width, n_heads=lc.n_heads,
+                                         n_latents=lc.n_latents,
+                                         slot_mlp_ratio=lc.slot_mlp_ratio))
     return Models(base.eval(), gistnet.eval(), lensnet.eval())
 
 
@@ -256,23 +265,25 @@ def check_version(what: str, version: str, models: Models) -> None:
 
 def horizon_logits(base: TinyGPT, seqs: list[tuple[torch.Tensor, torch.Tensor]], T: int,
                    future: torch.Tensor) -> torch.Tensor:
-    """[B, H, V] float32 logits predicting `future[H]` after each (vectors [N, E], positions [N])
-    context (differentiable; right padded, the causal mask keeps padding unread)."""
-    H = future.shape[0]
-    q = base.embed(future[: H - 1])  # [H-1, E]
-    qpos = torch.arange(T, T + H - 1, dtype=torch.float64)
-    xs = [torch.cat([v, q]) for v, _ in seqs]
-    ps = [torch.cat([p.to(torch.float64), qpos]) for _, p in seqs]
+    """[B, H, V] float32 logits, on the base's device, predicting `future[H]` after each
+    (vectors [N, E], positions [N]) context (differentiable; right padded, the causal mask
+    keeps padding unread). Inputs may be on the host: they move to the base's device."""
+    H, dev = future.shape[0], device_of(base)
+    q = base.embed(future[: H - 1].to(dev))  # [H-1, E]
+    qpos = torch.arange(T, T + H - 1, dtype=torch.float64, device=dev)
+    xs = [torch.cat([v.to(dev), q]) for v, _ in seqs]
+    ps = [torch.cat([p.to(dev, torch.float64), qpos]) for _, p in seqs]
     x, pos = pad_sequence(xs, batch_first=True), pad_sequence(ps, batch_first=True)
     logits = base(x, positions=pos).logits  # [B, L, V]
-    rows = torch.stack([torch.arange(v.shape[0] - 1, v.shape[0] - 1 + H) for v, _ in seqs])
-    return logits[torch.arange(len(seqs))[:, None], rows].float()
+    rows = torch.stack([torch.arange(v.shape[0] - 1, v.shape[0] - 1 + H, device=dev)
+                        for v, _ in seqs])
+    return logits[torch.arange(len(seqs), device=dev)[:, None], rows].float()
 
 
 def span_gist(gistnet: GistNet, tree, lod: int, start: int, cfg: MCConfig) -> torch.Tensor:
     """[E] the gist of [start, start + K**lod) recomputed from its raw tokens (differentiable)."""
     K = cfg.block_size
-    x = tree.level(0)[start: start + cfg.span(lod)]
+    x = tree.level(0)[start: start + cfg.span(lod)].to(device_of(gistnet))  # host -> GistNet's
     for level in range(1, lod + 1):
         x = gistnet(x.reshape(-1, K, x.shape[-1]), level)
     return x[0]
@@ -288,8 +299,11 @@ def substitutability(cfg: TrainConfig, models: Models, snap: Snapshot, g: torch.
     rows = torch.nonzero(lods >= 1).flatten()
     if rows.numel() == 0:
         return None
-    pick = rows[torch.randperm(rows.numel(), generator=g)[: lc.spans_per_snapshot]].sort().values
-    vec, pos = snap.tree.gather(snap.wc), snap.wc.positions(mc).to(torch.float64)
+    draw = torch.randperm(rows.numel(), generator=g, device=HOST)
+    pick = rows[draw[: lc.spans_per_snapshot]].sort().values
+    dev = device_of(models.base)  # the tree is host data; the contexts are built on the device
+    vec = snap.tree.gather(snap.wc).to(dev)
+    pos = snap.wc.positions(mc).to(torch.float64)
     students, refs, gists, prev_gists = [], [], [], []
     for r in pick.tolist():
         lod, start = int(lods[r]), int(snap.wc.starts[r])
@@ -298,9 +312,9 @@ def substitutability(cfg: TrainConfig, models: Models, snap: Snapshot, g: torch.
         if prev is not None:
             with torch.no_grad():
                 prev_gists.append(span_gist(prev, snap.tree, lod, start, mc))
-        raw = snap.tree.level(0)[start: start + mc.span(lod)]
-        raw_pos = torch.arange(start, start + mc.span(lod), dtype=torch.float64)
-        students.append((torch.cat([vec[:r], gist[None], vec[r + 1:]]), pos))
+        raw = snap.tree.level(0)[start: start + mc.span(lod)].to(dev)
+        raw_pos = torch.arange(start, start + mc.span(lod), dtype=torch.float64, device=HOST)
+        students.append((torch.cat([vec[:r], gist[None].to(dev), vec[r + 1:]]), pos))
         refs.append((torch.cat([vec[:r], raw, vec[r + 1:]]),
                      torch.cat([pos[:r], raw_pos, pos[r + 1:]])))
     with torch.no_grad():
@@ -351,8 +365,11 @@ def lens_item(snap_tree, wc, T, mc, targets, mask, weight, legality_mask: bool,
     if not legality_mask:  # the ablation: every entry supervised, 0 where nothing was measured
         targets = torch.where(mask, targets, torch.zeros_like(targets))
         mask = torch.ones_like(mask)
-    return LensItem(wc, T, snap_tree.gather(wc), lens_features(wc, T, mc),
-                    lens_tail(lensnet, snap_tree), targets, mask, float(weight))
+    dev = device_of(lensnet)  # an item lives where LensNet trains on it
+    tail = lens_tail(lensnet, snap_tree)
+    return LensItem(wc, T, snap_tree.gather(wc).to(dev), lens_features(wc, T, mc).to(dev),
+                    None if tail is None else tail.to(dev), targets.to(dev), mask.to(dev),
+                    float(weight))
 
 
 def make_labels(cfg: TrainConfig, models: Models, windows: Windows, policy: str, n: int,
@@ -367,7 +384,7 @@ def make_labels(cfg: TrainConfig, models: Models, windows: Windows, policy: str,
     rank, world = dist_info()
     per_snap: list[list[LensItem] | None] = []
     for i in range(n):
-        seed = int(torch.randint(2**31, (1,), generator=g))
+        seed = int(torch.randint(2**31, (1,), generator=g, device=HOST))
         ids = windows.sample(g)
         if i % world != rank:  # another rank's share (the draws above keep every rank in step)
             per_snap.append(None)
@@ -418,7 +435,7 @@ def lens_batch_loss(cfg: TrainConfig, models: Models, pool: LabelPool, g: torch.
                     batch: int) -> tuple[torch.Tensor, dict]:
     check_version("the label pool", pool.gist_version, models)
     w = lens_weights(cfg)
-    pick = torch.randint(len(pool.items), (batch,), generator=g).tolist()
+    pick = torch.randint(len(pool.items), (batch,), generator=g, device=HOST).tolist()
     rank, world = dist_info()
     if world > 1:  # this rank's share (items ≡ rank mod world) of the global weighted mean,
         # x world because DDP averages the ranks' gradients (contract §13.3)
@@ -443,7 +460,7 @@ def lens_batch_loss(cfg: TrainConfig, models: Models, pool: LabelPool, g: torch.
         ss.append(s.detach()[it.mask])
         ts.append(it.targets[it.mask])
     m = {f"lens_{k}": v / wsum for k, v in terms.items()}
-    s_all, t_all = torch.cat(ss), torch.cat(ts)
+    s_all, t_all = torch.cat(ss).to(HOST), torch.cat(ts).to(HOST)  # telemetry is host work
     m["spearman"] = float(spearman_corr(s_all, t_all)) if s_all.numel() > 1 else math.nan
     m["score_abs_mean"] = float(s_all.abs().mean()) if s_all.numel() else math.nan
     m["score_std"] = float(s_all.std(unbiased=False)) if s_all.numel() else math.nan
@@ -486,7 +503,7 @@ def all_reduce_int(n: int) -> int:
     import torch.distributed as dist
     if dist_info()[1] == 1:
         return n
-    t = torch.tensor([n], dtype=torch.int64)
+    t = torch.tensor([n], dtype=torch.int64, device=HOST)
     dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return int(t.item())
 
@@ -571,7 +588,7 @@ def phase_inputs(cfg: TrainConfig, models: Models, phase: Phase, windows: Window
     rank, world = dist_info()
     snaps, tokens = [], 0
     for b in range(batch):
-        seed = int(torch.randint(2**31, (1,), generator=g))
+        seed = int(torch.randint(2**31, (1,), generator=g, device=HOST))
         ids = windows.sample(g)
         if b % world != rank:
             continue
@@ -619,7 +636,7 @@ class PhaseLoss(nn.Module):
                 vec = snap.tree.gather(snap.wc)
                 logits = horizon_logits(models.base, [(vec, snap.wc.positions(cfg.mc))],
                                         snap.T, snap.future)
-                task = F.cross_entropy(logits[0], snap.future)
+                task = F.cross_entropy(logits[0], snap.future.to(logits.device))
                 loss, m = task, {"task_nll": float(task.detach())}
                 if cfg.loss.keep_alive > 0:
                     keep = substitutability(cfg, models, snap, gb)
@@ -634,7 +651,7 @@ class PhaseLoss(nn.Module):
         if not losses:  # other ranks have items: join the backward with a zero that reads the
             # level-1 GistNet every gist uses (DDP then sums this rank's exact zeros)
             snap = inp.snaps[0][0]
-            x = snap.tree.level(0)[: cfg.mc.block_size]
+            x = snap.tree.level(0)[: cfg.mc.block_size].to(device_of(models.gistnet))
             return models.gistnet(x[None], 1).sum() * 0.0, metrics
         return torch.stack(losses).sum() * (world / inp.count), metrics
 
@@ -839,14 +856,16 @@ def check_resume(cfg: TrainConfig, directory: str | os.PathLike) -> dict:
 
 def train(cfg: TrainConfig, run_dir: str | os.PathLike | None = None,
           resume: str | os.PathLike | None = None, progress: bool = False,
-          stop_after: int | None = None) -> TrainResult:
+          stop_after: int | None = None, device: str | torch.device = "cpu") -> TrainResult:
     """Run the warm start and `cfg.cycles` cycles (contract §13); see the module docstring.
 
     run_dir: where config.toml, metrics.jsonl and checkpoints/<NN-phase>/ go (None: nowhere,
     no checkpoints). resume: a phase checkpoint directory of a run with the same config; the
     run continues with the next phase. stop_after: stop after that many phases (counting from
-    the first; tests use it to simulate an interruption). Raises ConfigError /
-    CheckpointError / StaleGistError naming the key or file.
+    the first; tests use it to simulate an interruption). device (`resolve_device`): where the
+    models train (contract §13.4; the trees and the controller stay on the host); under
+    torchrun only the CPU ("auto" is the CPU there). Raises ConfigError / CheckpointError /
+    StaleGistError naming the key or file, InputError naming a device this machine lacks.
     """
     if not isinstance(cfg, TrainConfig):
         raise InputError(f"cfg must be a TrainConfig, got {type(cfg).__name__}")
@@ -854,6 +873,11 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike | None = None,
     torch.set_num_threads(cfg.threads)
     maybe_init_distributed()
     rank, world = dist_info()
+    # "auto" under torchrun is the CPU: the ranks share gloo, not one GPU
+    device = HOST if world > 1 and device in ("auto", None) else resolve_device(device)
+    if world > 1 and device.type != "cpu":
+        raise InputError(f"device {str(device)!r}: under torchrun the trainer runs on the CPU "
+                         f"(gloo; contract §13.3)")
     for phase in plan:  # every rank needs an item of every step's batch (contract §13.3)
         batch = getattr(cfg.phases, phase.key).batch
         if batch < world:
@@ -870,7 +894,7 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike | None = None,
         manifest = check_resume(cfg, resume)
         start = int(manifest["phase_index"]) + 1
     train_w, val_w = training_windows(cfg)
-    models = build_models(cfg, train_w)
+    models = build_models(cfg, train_w, device)
     base_sha = base_frozen_sha(models.base)
     if manifest is not None:
         if manifest.get("base_sha256") != base_sha:

@@ -12,6 +12,7 @@ import torch
 
 from ..data.corpus import CorpusError, Document, load_documents, split_documents
 from ..data.long_range import LongRangeTask
+from ..device import HOST
 from ..errors import ConfigError, InputError
 
 
@@ -22,11 +23,11 @@ def synthetic_text(n_bytes: int, seed: int) -> bytes:
     alphabet = b"abcdefghijklmnopqrstuvwxyz"
     out, seen = bytearray(), []
     while len(out) < n_bytes:
-        if seen and float(torch.rand(1, generator=g)) < 0.4:
-            k, v = seen[int(torch.randint(len(seen), (1,), generator=g))]
+        if seen and float(torch.rand(1, generator=g, device=HOST)) < 0.4:
+            k, v = seen[int(torch.randint(len(seen), (1,), generator=g, device=HOST))]
             out += k + b"?" + v + b";\n"
         else:
-            idx = torch.randint(len(alphabet), (6,), generator=g).tolist()
+            idx = torch.randint(len(alphabet), (6,), generator=g, device=HOST).tolist()
             k, v = bytes(alphabet[i] for i in idx[:3]), bytes(alphabet[i] for i in idx[3:])
             seen.append((k, v))
             seen = seen[-64:]
@@ -58,13 +59,13 @@ class Windows:
             raise InputError(f"no {what} document holds a window of {length} bytes (history + "
                              f"horizon); the longest has {longest}")
         self.sizes = torch.tensor([len(d.data) - length + 1 for d in self.docs],
-                                  dtype=torch.float64)
+                                  dtype=torch.float64, device=HOST)
 
     def sample(self, g: torch.Generator) -> torch.Tensor:
         """[length] int64 bytes: a document drawn in proportion to its window count, then an
         offset uniformly."""
         i = int(torch.multinomial(self.sizes, 1, generator=g))
-        off = int(torch.randint(int(self.sizes[i]), (1,), generator=g))
+        off = int(torch.randint(int(self.sizes[i]), (1,), generator=g, device=HOST))
         data = self.docs[i].data[off: off + self.length]
         return torch.frombuffer(bytearray(data), dtype=torch.uint8).to(torch.int64)
 
@@ -80,9 +81,9 @@ class MixedWindows:
         self.docs = windows.docs
 
     def sample(self, g: torch.Generator) -> torch.Tensor:
-        if float(torch.rand(1, generator=g)) < self.fraction:
-            i = int(torch.randint(2**31 - 1, (1,), generator=g))
-            return torch.tensor(list(self.task.example(i).text), dtype=torch.int64)
+        if float(torch.rand(1, generator=g, device=HOST)) < self.fraction:
+            i = int(torch.randint(2**31 - 1, (1,), generator=g, device=HOST))
+            return torch.tensor(list(self.task.example(i).text), dtype=torch.int64, device=HOST)
         return self.windows.sample(g)
 
 
