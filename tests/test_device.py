@@ -6,6 +6,7 @@ device tensor; on a CUDA machine it runs on the GPU."""
 import io
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -62,6 +63,22 @@ def test_cuda_on_a_machine_without_it_is_an_input_error(name):
 def test_a_device_that_is_not_a_name_is_an_input_type_error(value):
     with pytest.raises(InputTypeError, match=type(value).__name__):
         resolve_device(value)
+
+
+@pytest.mark.parametrize("command", [
+    ["pretrain", "--steps", "1", "--no-progress"],
+    ["train", str(Path(__file__).parents[1] / "configs" / "train.toml"), "--no-progress"],
+    ["poc", "--small", "--no-progress"],
+])
+def test_a_device_this_machine_lacks_is_a_one_line_cli_error(command, tmp_path, capsys):
+    from megacontext.cli import main
+
+    out = tmp_path / "run"
+    where = ["--run-dir", str(out)] if command[0] == "pretrain" else ["--out", str(out)]
+    rc = main([*command, *where, "--device", "tpu"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "'tpu'" in err[0], (command, rc, err)
+    assert not out.exists()
 
 
 def test_autocast_takes_float32_or_bfloat16_only():

@@ -396,13 +396,3 @@ def test_no_tail_lensnet_scores_as_tail_none():
         assert not torch.equal(got, lens(x, f, tail=tail))
         with pytest.raises(InputError, match="tail"):
             no_tail(x, f, tail=tail)
-
-
-def test_a_device_this_machine_lacks_is_a_one_line_error(tmp_path, capsys):
-    from megacontext.cli import main
-
-    rc = main(["poc", "--small", "--no-progress", "--out", str(tmp_path / "r"), "--device",
-               "tpu"])
-    err = capsys.readouterr().err.strip().splitlines()
-    assert rc == 2 and len(err) == 1 and "'tpu'" in err[0], (rc, err)
-    assert not (tmp_path / "r").exists()
