@@ -21,10 +21,11 @@ from megacontext.poc.config import poc_config_from_dict, poc_config_to_dict
 
 def lean_config():
     """`small_config` cut to one run of every code path (the simulation costs ~0.1 ms per op):
-    3 pretraining steps, a 64-byte history, one step on one snapshot per phase, one coding
-    window at one budget, no causal run."""
+    3 pretraining steps, retrieval with a plain-text batch, a 64-byte history, one step on one
+    snapshot per phase, one coding window at one budget, no causal run."""
     d = poc_config_to_dict(small_config())
     d["pretrain"]["train"].update(steps=3, warmup_steps=1)
+    d["retrieval"]["text_batch"] = 1  # the plain-text batches of retrieval tuning too
     d["train"].update(history=64)
     d["train"]["data"]["long_range_fraction"] = 0.0
     d["train"]["mc"].update(budget=32, recent_tokens=8)
@@ -112,6 +113,10 @@ def test_the_simulated_device_fails_where_cuda_would_and_hands_back_zeros():
         w = torch.ones(3, 3, device=dev)
         with pytest.raises(RuntimeError, match="device"):
             w @ torch.ones(3)  # the missing .to(device)
+        with pytest.raises(RuntimeError, match="device"):
+            torch.nn.functional.linear(torch.ones(2, 3), w)  # meta kernels accept this one
+        with pytest.raises(RuntimeError, match="device"):
+            torch.nn.functional.embedding(torch.zeros(2, dtype=torch.int64), w)
         y = w @ torch.ones(3).to(dev)
         assert torch.equal(y.cpu(), torch.zeros(3)) and float(y.sum()) == 0.0
         assert y.to("cpu", torch.float64).dtype == torch.float64 and y.tolist() == [0.0] * 3
@@ -166,3 +171,27 @@ def test_the_study_runs_on_cuda(tmp_path):
     bad = {k: c["loss"] for k, c in cells_of(tmp_path).items() if not math.isfinite(c["loss"])}
     assert not bad, bad
     assert "device: cuda" in report.read_text()
+
+
+@pytest.mark.filterwarnings("ignore:for .*copying from a non-meta parameter")
+def test_the_runtime_hands_back_host_tensors_from_modules_on_the_device():
+    """The runtime (contract §13.4) runs each module on its device and keeps what it returns
+    on the host: embeddings, the tree's gists and projections, refocus scores, logits."""
+    import megacontext as mc
+    from megacontext.runtime.horizon import embed_ids
+
+    cfg = mc.MCConfig(block_size=4, max_lod=2, budget=12, recent_tokens=4)
+    with simulated_device() as dev, torch.device(dev):
+        base = mc.TinyGPT(mc.TinyGPTConfig(vocab_size=256, n_layer=1, n_head=2, n_embd=16))
+        gistnet = mc.GistNet(mc.GistNetConfig(dim=16, block_size=4, n_heads=2, levels=2))
+        lensnet = mc.LensNet(mc.LensNetConfig(d_in=16, width=16, n_heads=2, n_latents=2))
+        s = mc.MegaContextSession(cfg, base.eval(), gistnet.eval(), lensnet.eval(),
+                                  policy="lens")
+        ids = torch.arange(40, device=HOST) % 256
+        assert embed_ids(base, ids).device == HOST
+        s.ingest(ids)
+        scored = [r.scores for r in s.records if r.scores is not None]
+        assert scored and {t.device for t in scored} == {HOST}
+        assert {s.tree.level(lod).device for lod in range(3)} == {HOST}
+        assert s.next_logits().device == HOST
+        assert isinstance(s.nll(ids[:4]), float)
