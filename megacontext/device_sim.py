@@ -109,12 +109,15 @@ def simulated_device():
     """A context in which `SIM` behaves as an accelerator for placement (module docstring) and
     `resolve_device` accepts it. Boolean-mask indexing on the device assumes every element
     selected (meta tensors have no values to count)."""
-    before = fx_config.meta_nonzero_assume_all_nonzero
-    fx_config.meta_nonzero_assume_all_nonzero = True
+    flag = "meta_nonzero_assume_all_nonzero"  # absent in older torch: masks then raise
+    before = getattr(fx_config, flag, None)
+    if before is not None:
+        setattr(fx_config, flag, True)
     _device._simulating = True  # resolve_device accepts SIM
     try:
         with _SimulatedDevice():
             yield SIM
     finally:
-        fx_config.meta_nonzero_assume_all_nonzero = before
+        if before is not None:
+            setattr(fx_config, flag, before)
         _device._simulating = False

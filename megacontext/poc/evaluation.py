@@ -66,7 +66,7 @@ class NoTailLensNet(LensNet):
 
     @classmethod
     def from_lensnet(cls, lensnet: LensNet) -> NoTailLensNet:
-        with next(lensnet.parameters()).device:  # made where the original lives
+        with device_of(lensnet):  # made where the original lives
             out = cls(lensnet.cfg).to(lensnet.dtype)
         out.load_state_dict(lensnet.state_dict())
         return out.eval()
